@@ -1,0 +1,27 @@
+"""Point the Colab launch button at the committed ``notebooks/<name>.ipynb``.
+
+Colab opens ``.ipynb`` files only, while the lectures are MyST Markdown. The
+repository therefore keeps a jupytext-generated copy of every lecture in
+``notebooks/`` (kept in sync by ``tests/test_notebooks_in_sync.py``), and this
+extension rewrites the link that sphinx-book-theme builds for the ``.md`` file.
+"""
+
+from pathlib import PurePosixPath
+
+
+def _rewrite(buttons, pagename):
+    for button in buttons:
+        if button.get("text") == "Colab":
+            # .../blob/<branch>/lectures/<name>.md -> .../blob/<branch>/notebooks/<name>.ipynb
+            prefix, _, _ = button["url"].partition(f"/{pagename}.")
+            button["url"] = f"{prefix}/notebooks/{PurePosixPath(pagename).name}.ipynb"
+        _rewrite(button.get("buttons", []), pagename)
+
+
+def _colab_to_notebooks(app, pagename, templatename, context, doctree):
+    _rewrite(context.get("header_buttons", []), pagename)
+
+
+def setup(app):
+    app.connect("html-page-context", _colab_to_notebooks, priority=502)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

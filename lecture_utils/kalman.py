@@ -1,0 +1,213 @@
+r"""A differentiable Kalman filter for the linear state-space model.
+
+The model is the one of :class:`lecture_utils.simulation.LSSModel`,
+
+.. math::
+
+    x_{t+1} = A x_t + C w_{t+1}, \qquad y_{t+1} = G x_{t+1} + H v_{t+1},
+    \qquad x_0 \sim N(\mu_0, \Sigma_0),
+
+and row ``y[t]`` of the data is the observation of :math:`x_{t+1}`. Starting
+from :math:`\mu_0, \Sigma_0`, each step predicts, then conditions on ``y[t]``:
+
+.. math::
+
+    \hat\mu_t = A \mu_t, \quad \hat\Sigma_t = A \Sigma_t A^\top + C C^\top,
+    \quad \nu_t = y_t - G \hat\mu_t, \quad S_t = G \hat\Sigma_t G^\top + H H^\top,
+
+    K_t = \hat\Sigma_t G^\top S_t^{-1}, \quad \mu_{t+1} = \hat\mu_t + K_t \nu_t,
+    \quad \Sigma_{t+1} = \hat\Sigma_t - K_t G \hat\Sigma_t,
+
+and the log-likelihood is
+:math:`\sum_t -\tfrac12 (M \log 2\pi + \log|S_t| + \nu_t^\top S_t^{-1} \nu_t)`.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+from jax import lax
+from jax.scipy.linalg import solve_triangular
+
+from lecture_utils._validation import as_float64, check_shape, is_concrete
+from lecture_utils.simulation import LSSModel, check_lss_model
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+class KalmanResult(NamedTuple):
+    """Output of :func:`kalman_filter`.
+
+    Attributes:
+        loglik: () log-likelihood of all observations; ``-inf`` if some
+            innovation covariance was not positive definite (see
+            :func:`kalman_filter`).
+        mu: (T + 1, N) filtered means, ``mu[0] = mu0``.
+        Sigma: (T + 1, N, N) filtered covariances, ``Sigma[0] = Sigma0``.
+        gain: (T, N, M) Kalman gains ``K_t``.
+        innovation: (T, M) innovations ``nu_t = y[t] - G A mu[t]``.
+        innovation_cov: (T, M, M) innovation covariances ``S_t``.
+    """
+
+    loglik: jax.Array
+    mu: jax.Array
+    Sigma: jax.Array
+    gain: jax.Array
+    innovation: jax.Array
+    innovation_cov: jax.Array
+
+
+def _symmetrize(X):
+    return 0.5 * (X + X.T)
+
+
+def _predict(mu, Sigma, A, Q):
+    """One-step-ahead mean (N,) and covariance (N, N) of the state."""
+    return A @ mu, A @ Sigma @ A.T + Q
+
+
+def _condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter):
+    """Condition the prediction on ``y_t``; returns the update and this step's terms.
+
+    ``S = L L^T`` is factored once; every solve below is triangular.
+    """
+    M = y_t.shape[0]
+    S = _symmetrize(G @ Sigma_hat @ G.T + R) + jitter * jnp.eye(M)
+    L = jnp.linalg.cholesky(S)  # NaN entries if S is not positive definite
+    nu = y_t - G @ mu_hat
+    Sigma_hat_Gt = Sigma_hat @ G.T  # (N, M)
+    # K = Sigma_hat G' S^{-1}  <=>  K' = L^{-T} L^{-1} G Sigma_hat
+    half = solve_triangular(L, Sigma_hat_Gt.T, lower=True)
+    K = solve_triangular(L.T, half, lower=False).T
+    z = solve_triangular(L, nu, lower=True)  # z'z = nu' S^{-1} nu
+    log_det_S = 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+    loglik_t = -0.5 * (M * LOG_2PI + log_det_S + z @ z)
+    mu = mu_hat + K @ nu
+    Sigma = _symmetrize(Sigma_hat - K @ Sigma_hat_Gt.T)
+    return mu, Sigma, K, nu, S, loglik_t
+
+
+@jax.jit
+def _kalman_filter(model, mu0, Sigma0, y, jitter):
+    A, C, G, H = model
+    Q, R = C @ C.T, H @ H.T
+
+    def step(carry, y_t):
+        """carry = (mu_t, Sigma_t), the filtered moments given y[:t]."""
+        mu, Sigma = carry
+        mu_hat, Sigma_hat = _predict(mu, Sigma, A, Q)
+        mu, Sigma, K, nu, S, ll = _condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter)
+        return (mu, Sigma), (mu, Sigma, K, nu, S, ll)
+
+    _, (mu, Sigma, K, nu, S, ll) = lax.scan(step, (mu0, Sigma0), y)
+    loglik = jnp.sum(ll)
+    # A failed Cholesky leaves NaN in ll; report an impossible model instead.
+    loglik = jnp.where(jnp.isnan(loglik), -jnp.inf, loglik)
+    return KalmanResult(
+        loglik=loglik,
+        mu=jnp.concatenate([mu0[None], mu]),
+        Sigma=jnp.concatenate([Sigma0[None], Sigma]),
+        gain=K,
+        innovation=nu,
+        innovation_cov=S,
+    )
+
+
+def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> KalmanResult:
+    """Run the Kalman filter and return the log-likelihood and filtered moments.
+
+    Args:
+        model: ``LSSModel`` with A (N, N), C (N, K), G (M, N), H (M, L).
+        mu0: (N,) prior mean of ``x_0``.
+        Sigma0: (N, N) prior covariance of ``x_0``.
+        y: (T, M) observations; ``y[t]`` observes ``x_{t+1}``.
+        jitter: added to the diagonal of each (symmetrised) ``S_t`` before
+            its Cholesky factorisation; pass 0.0 for the exact filter.
+
+    Returns:
+        A :class:`KalmanResult`.
+
+    Raises:
+        ValueError: on wrong shapes; on NaN or infinite observations or a
+            ``Sigma0`` that is not symmetric positive semi-definite (checked
+            when the inputs are concrete); and when some ``S_t`` is not positive
+            definite. Under ``jit``/``grad``/``vmap`` values cannot be
+            inspected: there a non-positive-definite ``S_t`` gives
+            ``loglik = -inf`` (never NaN), which optimisers treat as a
+            rejected step.
+    """
+    model, (N, _, M, _) = check_lss_model(model)
+    mu0 = as_float64("mu0", mu0)
+    check_shape("mu0", mu0, (N,))
+    Sigma0 = as_float64("Sigma0", Sigma0)
+    check_shape("Sigma0", Sigma0, (N, N))
+    y = as_float64("y", y)
+    check_shape("y", y, (None, M))
+    if is_concrete(y):
+        bad = np.flatnonzero(~np.all(np.isfinite(np.asarray(y)), axis=1))
+        if bad.size:
+            raise ValueError(f"y has NaN or infinite entries in rows {bad[:10].tolist()}")
+    if is_concrete(Sigma0):
+        S0 = np.asarray(Sigma0)
+        if not np.allclose(S0, S0.T) or np.linalg.eigvalsh(_symmetrize(S0)).min() < -1e-12:
+            raise ValueError("Sigma0 must be symmetric positive semi-definite")
+    result = _kalman_filter(model, mu0, Sigma0, y, jitter)
+    if is_concrete(result.loglik) and not np.isfinite(result.loglik):
+        finite = np.all(np.isfinite(np.asarray(result.gain)), axis=(1, 2))
+        t = int(np.argmin(finite)) if not finite.all() else None
+        raise ValueError(
+            "the innovation covariance S_t = G Sigma_hat G' + H H' is not positive "
+            f"definite (first at t = {t}); check H, or raise jitter (now {jitter})"
+        )
+    return result
+
+
+def steady_state_gain(model: LSSModel) -> np.ndarray:
+    """The limit of the gains ``K_t`` from the discrete algebraic Riccati equation.
+
+    The steady-state predicted covariance ``P`` solves
+    ``P = A (P - P G' (G P G' + HH')^{-1} G P) A' + CC'``
+    (``scipy.linalg.solve_discrete_are``); then ``K = P G' (G P G' + HH')^{-1}``,
+    in the same update form as :attr:`KalmanResult.gain`.
+
+    Returns:
+        (N, M) NumPy array.
+    """
+    A, C, G, H = (np.asarray(m) for m in check_lss_model(model)[0])
+    P = scipy.linalg.solve_discrete_are(A.T, G.T, C @ C.T, H @ H.T)
+    S = G @ P @ G.T + H @ H.T
+    return np.linalg.solve(S, G @ P).T
+
+
+def kalman_filter_numpy(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8):
+    """Plain NumPy reference filter with the same timing as :func:`kalman_filter`.
+
+    Written independently (``np.linalg.solve`` and ``slogdet`` instead of
+    Cholesky factors) so that agreement is evidence, not repetition.
+
+    Returns:
+        ``(loglik, mu, Sigma, gain)`` as NumPy arrays with the shapes of
+        :class:`KalmanResult`.
+    """
+    A, C, G, H = (np.asarray(m, dtype=float) for m in model)
+    y = np.asarray(y, dtype=float)
+    T, M = y.shape
+    N = A.shape[0]
+    mu = np.empty((T + 1, N))
+    Sigma = np.empty((T + 1, N, N))
+    gain = np.empty((T, N, M))
+    mu[0], Sigma[0] = mu0, Sigma0
+    loglik = 0.0
+    for t in range(T):
+        mu_hat = A @ mu[t]
+        Sigma_hat = A @ Sigma[t] @ A.T + C @ C.T
+        S = _symmetrize(G @ Sigma_hat @ G.T + H @ H.T) + jitter * np.eye(M)
+        nu = y[t] - G @ mu_hat
+        gain[t] = np.linalg.solve(S, G @ Sigma_hat).T
+        mu[t + 1] = mu_hat + gain[t] @ nu
+        Sigma[t + 1] = _symmetrize(Sigma_hat - gain[t] @ G @ Sigma_hat)
+        _, log_det_S = np.linalg.slogdet(S)
+        loglik -= 0.5 * (M * LOG_2PI + log_det_S + nu @ np.linalg.solve(S, nu))
+    return loglik, mu, Sigma, gain
