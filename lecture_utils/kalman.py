@@ -31,6 +31,7 @@ import scipy.linalg
 from jax import lax
 from jax.scipy.linalg import solve_triangular
 
+from lecture_utils import _small_linalg as sl
 from lecture_utils._validation import as_float64, check_shape, is_concrete
 from lecture_utils.simulation import LSSModel, check_lss_model
 
@@ -65,34 +66,45 @@ def _symmetrize(X):
 
 def _predict(mu, Sigma, A, Q):
     """One-step-ahead mean (N,) and covariance (N, N) of the state."""
-    return A @ mu, A @ Sigma @ A.T + Q
+    return sl.matvec(A, mu), sl.matmul(sl.matmul(A, Sigma), A.T) + Q
 
 
 def _condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter):
     """Condition the prediction on ``y_t``; returns the update and this step's terms.
 
-    ``S = L L^T`` is factored once; every solve below is triangular.
+    ``S = L L^T`` is factored once; every solve below is triangular. For small
+    M the factorisation and solves are unrolled into scalar operations
+    (``_small_linalg``), which XLA fuses; the maths is the same.
     """
     M = y_t.shape[0]
-    S = _symmetrize(G @ Sigma_hat @ G.T + R) + jitter * jnp.eye(M)
-    L = jnp.linalg.cholesky(S)  # NaN entries if S is not positive definite
-    nu = y_t - G @ mu_hat
-    Sigma_hat_Gt = Sigma_hat @ G.T  # (N, M)
-    # K = Sigma_hat G' S^{-1}  <=>  K' = L^{-T} L^{-1} G Sigma_hat
-    half = solve_triangular(L, Sigma_hat_Gt.T, lower=True)
-    K = solve_triangular(L.T, half, lower=False).T
-    z = solve_triangular(L, nu, lower=True)  # z'z = nu' S^{-1} nu
-    log_det_S = 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
-    loglik_t = -0.5 * (M * LOG_2PI + log_det_S + z @ z)
-    mu = mu_hat + K @ nu
-    Sigma = _symmetrize(Sigma_hat - K @ Sigma_hat_Gt.T)
+    Sigma_hat_Gt = sl.matmul(Sigma_hat, G.T)  # (N, M)
+    S = _symmetrize(sl.matmul(G, Sigma_hat_Gt) + R) + jitter * jnp.eye(M)
+    nu = y_t - sl.matvec(G, mu_hat)
+    if M <= sl.MAX_UNROLLED_M:
+        L = sl.cholesky(S)  # NaN entries if S is not positive definite
+        # K = Sigma_hat G' S^{-1}  <=>  K' = L^{-T} L^{-1} G Sigma_hat
+        K_rows = sl.solve_lower_transpose(L, sl.solve_lower(L, list(Sigma_hat_Gt.T)))
+        K = jnp.stack(K_rows, axis=1)
+        z = sl.solve_lower(L, list(nu))  # z'z = nu' S^{-1} nu
+        quad = sum(z_i * z_i for z_i in z)
+        log_det_S = 2.0 * sum(jnp.log(L[i][i]) for i in range(M))
+    else:
+        L = jnp.linalg.cholesky(S)
+        half = solve_triangular(L, Sigma_hat_Gt.T, lower=True)
+        K = solve_triangular(L.T, half, lower=False).T
+        z = solve_triangular(L, nu, lower=True)
+        quad = z @ z
+        log_det_S = 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
+    loglik_t = -0.5 * (M * LOG_2PI + log_det_S + quad)
+    mu = mu_hat + sl.matvec(K, nu)
+    Sigma = _symmetrize(Sigma_hat - sl.matmul(K, Sigma_hat_Gt.T))
     return mu, Sigma, K, nu, S, loglik_t
 
 
 @jax.jit
 def _kalman_filter(model, mu0, Sigma0, y, jitter):
     A, C, G, H = model
-    Q, R = C @ C.T, H @ H.T
+    Q, R = sl.matmul(C, C.T), sl.matmul(H, H.T)
 
     def step(carry, y_t):
         """carry = (mu_t, Sigma_t), the filtered moments given y[:t]."""

@@ -201,3 +201,14 @@ def test_non_positive_definite_under_jit_gives_minus_inf_not_nan():
     assert f(jnp.ones((4, 3))) == -jnp.inf
     # The default jitter makes the same model usable.
     assert np.isfinite(kalman_filter(model, np.zeros(2), np.eye(2), np.ones((4, 3))).loglik)
+
+
+def test_many_observables_use_the_library_routines_and_agree(rng):
+    # M above MAX_UNROLLED_M takes the jnp.linalg branch.
+    model = random_lss(rng, N=4, K=3, M=8, L=8)
+    mu0, Sigma0 = np.zeros(4), np.eye(4)
+    _, y = simulate_data(rng, model, 30, mu0, Sigma0)
+    r = kalman_filter(model, mu0, Sigma0, y)
+    loglik, mu, _, _ = kalman_filter_numpy(model, mu0, Sigma0, y)
+    np.testing.assert_allclose(r.loglik, loglik, rtol=1e-10)
+    np.testing.assert_allclose(r.mu, mu, atol=1e-10)

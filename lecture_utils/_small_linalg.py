@@ -1,0 +1,55 @@
+"""Matrix operations shaped for the tiny matrices of economic state-space models.
+
+On XLA:CPU each ``dot`` or ``cholesky`` inside a ``lax.scan`` body is a
+separate call with a fixed overhead far larger than the arithmetic of a 5x5
+product. Written as broadcast-multiply-sums, products fuse with the
+surrounding elementwise work; for a small innovation dimension M, Cholesky and
+triangular solves unrolled at trace time into scalar operations fuse too.
+Values equal the library routines' to rounding (see tests/test_small_linalg.py).
+"""
+
+import jax.numpy as jnp
+
+MAX_UNROLLED_M = 6  # beyond this, trace size grows as M^3: use the library routines
+
+
+def matmul(A, B):
+    """(n, k) @ (k, m) as one fusible multiply-and-reduce."""
+    return jnp.sum(A[:, :, None] * B[None, :, :], axis=1)
+
+
+def matvec(A, x):
+    """(n, k) @ (k,) as one fusible multiply-and-reduce."""
+    return jnp.sum(A * x[None, :], axis=1)
+
+
+def cholesky(S):
+    """Lower Cholesky factor of a small (M, M) matrix, as nested lists of scalars.
+
+    NaN entries result when ``S`` is not positive definite, as with
+    ``jnp.linalg.cholesky``.
+    """
+    M = S.shape[0]
+    L = [[None] * M for _ in range(M)]
+    for j in range(M):
+        L[j][j] = jnp.sqrt(S[j, j] - sum(L[j][k] ** 2 for k in range(j)))
+        for i in range(j + 1, M):
+            L[i][j] = (S[i, j] - sum(L[i][k] * L[j][k] for k in range(j))) / L[j][j]
+    return L
+
+
+def solve_lower(L, b):
+    """Solve ``L z = b`` by forward substitution; ``b`` is a list of M rows."""
+    z = []
+    for i in range(len(L)):
+        z.append((b[i] - sum(L[i][k] * z[k] for k in range(i))) / L[i][i])
+    return z
+
+
+def solve_lower_transpose(L, b):
+    """Solve ``L^T x = b`` by back substitution; ``b`` is a list of M rows."""
+    M = len(L)
+    x = [None] * M
+    for i in reversed(range(M)):
+        x[i] = (b[i] - sum(L[k][i] * x[k] for k in range(i + 1, M))) / L[i][i]
+    return x

@@ -1,0 +1,34 @@
+"""The unrolled small-matrix routines equal the library ones."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from lecture_utils import _small_linalg as sl
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 6])
+def test_cholesky_and_solves_match_scipy(rng, M):
+    X = rng.normal(size=(M, M))
+    S = X @ X.T + M * np.eye(M)
+    b = rng.normal(size=(M, 4))
+    L = sl.cholesky(jnp.asarray(S))
+    L_dense = np.array([[L[i][j] if j <= i else 0.0 for j in range(M)] for i in range(M)])
+    np.testing.assert_allclose(L_dense, np.linalg.cholesky(S), rtol=1e-13)
+    z = np.stack(sl.solve_lower(L, list(jnp.asarray(b))))
+    np.testing.assert_allclose(z, scipy.linalg.solve_triangular(L_dense, b, lower=True),
+                               rtol=1e-12)
+    x = np.stack(sl.solve_lower_transpose(L, list(jnp.asarray(z))))
+    np.testing.assert_allclose(x, np.linalg.solve(S, b), rtol=1e-11)
+
+
+def test_cholesky_of_indefinite_matrix_gives_nan():
+    L = sl.cholesky(jnp.array([[1.0, 2.0], [2.0, 1.0]]))
+    assert np.isnan(L[1][1])
+
+
+def test_products_match_matmul(rng):
+    A, B, x = rng.normal(size=(4, 3)), rng.normal(size=(3, 5)), rng.normal(size=3)
+    np.testing.assert_allclose(sl.matmul(jnp.asarray(A), jnp.asarray(B)), A @ B, rtol=1e-13)
+    np.testing.assert_allclose(sl.matvec(jnp.asarray(A), jnp.asarray(x)), A @ x, rtol=1e-13)
