@@ -11,15 +11,20 @@ Values equal the library routines' to rounding (see tests/test_small_linalg.py).
 import jax.numpy as jnp
 
 MAX_UNROLLED_M = 6  # beyond this, trace size grows as M^3: use the library routines
+MAX_BROADCAST_PRODUCT = 1000  # n * k * m above which a real dot is faster (N >= 16 or so)
 
 
 def matmul(A, B):
-    """(n, k) @ (k, m) as one fusible multiply-and-reduce."""
+    """(n, k) @ (k, m): a fusible multiply-and-reduce for tiny shapes, else ``@``."""
+    if A.shape[0] * A.shape[1] * B.shape[1] > MAX_BROADCAST_PRODUCT:
+        return A @ B
     return jnp.sum(A[:, :, None] * B[None, :, :], axis=1)
 
 
 def matvec(A, x):
-    """(n, k) @ (k,) as one fusible multiply-and-reduce."""
+    """(n, k) @ (k,): a fusible multiply-and-reduce for tiny shapes, else ``@``."""
+    if A.size > MAX_BROADCAST_PRODUCT:
+        return A @ x
     return jnp.sum(A * x[None, :], axis=1)
 
 

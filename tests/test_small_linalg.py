@@ -28,7 +28,8 @@ def test_cholesky_of_indefinite_matrix_gives_nan():
     assert np.isnan(L[1][1])
 
 
-def test_products_match_matmul(rng):
-    A, B, x = rng.normal(size=(4, 3)), rng.normal(size=(3, 5)), rng.normal(size=3)
-    np.testing.assert_allclose(sl.matmul(jnp.asarray(A), jnp.asarray(B)), A @ B, rtol=1e-13)
-    np.testing.assert_allclose(sl.matvec(jnp.asarray(A), jnp.asarray(x)), A @ x, rtol=1e-13)
+@pytest.mark.parametrize("n", [3, 40])  # the broadcast branch and the dot branch
+def test_products_match_matmul(rng, n):
+    A, B, x = rng.normal(size=(n, 3)), rng.normal(size=(3, n)), rng.normal(size=3)
+    np.testing.assert_allclose(sl.matmul(jnp.asarray(A), jnp.asarray(B)), A @ B, rtol=1e-12)
+    np.testing.assert_allclose(sl.matvec(jnp.asarray(A), jnp.asarray(x)), A @ x, rtol=1e-12)
