@@ -162,6 +162,10 @@ def write(rows):
             pts = [(r[x], r["run_us"]) for r in rows
                    if r["case"] == case and r["implementation"] == impl]
             ax.loglog(*zip(*pts), "o-", label=impl)
+        if x == "N":
+            ns = sorted({r["N"] for r in rows if r["case"] == case})
+            ax.set_xticks(ns, [str(n) for n in ns], minor=False)
+            ax.minorticks_off()
         ax.set(xlabel=x, ylabel="run time per call (us)", title=f"Log-likelihood: {case}")
         ax.legend(fontsize=8)
     pts = [(r["batch"], r["ns_per_step"]) for r in rows if r["case"] == "batch scaling"]
