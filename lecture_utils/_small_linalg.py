@@ -6,6 +6,10 @@ product. Written as broadcast-multiply-sums, products fuse with the
 surrounding elementwise work; for a small innovation dimension M, Cholesky and
 triangular solves unrolled at trace time into scalar operations fuse too.
 Values equal the library routines' to rounding (see tests/test_small_linalg.py).
+
+Every routine also accepts *trailing batch axes*: a ``(n, k, B)`` array is B
+matrices stored batch-last, so that each "scalar" operation above runs over B
+contiguous numbers, which XLA vectorises (see :mod:`lecture_utils.kalman_batch`).
 """
 
 import jax.numpy as jnp
@@ -14,22 +18,37 @@ MAX_UNROLLED_M = 6  # beyond this, trace size grows as M^3: use the library rout
 MAX_BROADCAST_PRODUCT = 1000  # n * k * m above which a real dot is faster (N >= 16 or so)
 
 
+def transpose(A):
+    """Swap the two matrix axes of ``A`` (n, k, *batch) -> (k, n, *batch)."""
+    return jnp.swapaxes(A, 0, 1)
+
+
+def add_to_diagonal(A, c):
+    """``A + c I`` for ``A`` of shape (n, n, *batch)."""
+    n = A.shape[0]
+    return A + c * jnp.eye(n).reshape((n, n) + (1,) * (A.ndim - 2))
+
+
 def matmul(A, B):
-    """(n, k) @ (k, m): a fusible multiply-and-reduce for tiny shapes, else ``@``."""
-    if A.shape[0] * A.shape[1] * B.shape[1] > MAX_BROADCAST_PRODUCT:
+    """(n, k, *b) @ (k, m, *b): a fusible multiply-and-reduce, or ``@`` for big unbatched."""
+    if A.ndim == 2 and A.shape[0] * A.shape[1] * B.shape[1] > MAX_BROADCAST_PRODUCT:
         return A @ B
+    if A.ndim > 2:
+        return sum(A[:, k, None] * B[None, k, :] for k in range(A.shape[1]))
     return jnp.sum(A[:, :, None] * B[None, :, :], axis=1)
 
 
 def matvec(A, x):
-    """(n, k) @ (k,): a fusible multiply-and-reduce for tiny shapes, else ``@``."""
-    if A.size > MAX_BROADCAST_PRODUCT:
+    """(n, k, *b) @ (k, *b): a fusible multiply-and-reduce, or ``@`` for big unbatched."""
+    if A.ndim == 2 and A.size > MAX_BROADCAST_PRODUCT:
         return A @ x
+    if A.ndim > 2:
+        return sum(A[:, k] * x[None, k] for k in range(A.shape[1]))
     return jnp.sum(A * x[None, :], axis=1)
 
 
 def cholesky(S):
-    """Lower Cholesky factor of a small (M, M) matrix, as nested lists of scalars.
+    """Lower Cholesky factor of a small (M, M, *b) matrix, as nested lists of (*b) arrays.
 
     NaN entries result when ``S`` is not positive definite, as with
     ``jnp.linalg.cholesky``.

@@ -61,12 +61,16 @@ class KalmanResult(NamedTuple):
 
 
 def _symmetrize(X):
-    return 0.5 * (X + X.T)
+    return 0.5 * (X + sl.transpose(X))
+
+
+# The two steps below accept trailing batch axes on every argument (a (N, N, B)
+# Sigma is B covariances), which kalman_batch uses; the single filter has none.
 
 
 def _predict(mu, Sigma, A, Q):
     """One-step-ahead mean (N,) and covariance (N, N) of the state."""
-    return sl.matvec(A, mu), sl.matmul(sl.matmul(A, Sigma), A.T) + Q
+    return sl.matvec(A, mu), sl.matmul(sl.matmul(A, Sigma), sl.transpose(A)) + Q
 
 
 def _condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter):
@@ -77,13 +81,13 @@ def _condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter):
     (``_small_linalg``), which XLA fuses; the maths is the same.
     """
     M = y_t.shape[0]
-    Sigma_hat_Gt = sl.matmul(Sigma_hat, G.T)  # (N, M)
-    S = _symmetrize(sl.matmul(G, Sigma_hat_Gt) + R) + jitter * jnp.eye(M)
+    Sigma_hat_Gt = sl.matmul(Sigma_hat, sl.transpose(G))  # (N, M)
+    S = sl.add_to_diagonal(_symmetrize(sl.matmul(G, Sigma_hat_Gt) + R), jitter)
     nu = y_t - sl.matvec(G, mu_hat)
     if M <= sl.MAX_UNROLLED_M:
         L = sl.cholesky(S)  # NaN entries if S is not positive definite
         # K = Sigma_hat G' S^{-1}  <=>  K' = L^{-T} L^{-1} G Sigma_hat
-        K_rows = sl.solve_lower_transpose(L, sl.solve_lower(L, list(Sigma_hat_Gt.T)))
+        K_rows = sl.solve_lower_transpose(L, sl.solve_lower(L, list(sl.transpose(Sigma_hat_Gt))))
         K = jnp.stack(K_rows, axis=1)
         z = sl.solve_lower(L, list(nu))  # z'z = nu' S^{-1} nu
         quad = sum(z_i * z_i for z_i in z)
@@ -97,14 +101,14 @@ def _condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter):
         log_det_S = 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
     loglik_t = -0.5 * (M * LOG_2PI + log_det_S + quad)
     mu = mu_hat + sl.matvec(K, nu)
-    Sigma = _symmetrize(Sigma_hat - sl.matmul(K, Sigma_hat_Gt.T))
+    Sigma = _symmetrize(Sigma_hat - sl.matmul(K, sl.transpose(Sigma_hat_Gt)))
     return mu, Sigma, K, nu, S, loglik_t
 
 
 @jax.jit
 def _kalman_filter(model, mu0, Sigma0, y, jitter):
     A, C, G, H = model
-    Q, R = sl.matmul(C, C.T), sl.matmul(H, H.T)
+    Q, R = sl.matmul(C, sl.transpose(C)), sl.matmul(H, sl.transpose(H))
 
     def step(carry, y_t):
         """carry = (mu_t, Sigma_t), the filtered moments given y[:t]."""
@@ -163,7 +167,7 @@ def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> K
             raise ValueError(f"y has NaN or infinite entries in rows {bad[:10].tolist()}")
     if is_concrete(Sigma0):
         S0 = np.asarray(Sigma0)
-        if not np.allclose(S0, S0.T) or np.linalg.eigvalsh(_symmetrize(S0)).min() < -1e-12:
+        if not np.allclose(S0, S0.T) or np.linalg.eigvalsh(0.5 * (S0 + S0.T)).min() < -1e-12:
             raise ValueError("Sigma0 must be symmetric positive semi-definite")
     result = _kalman_filter(model, mu0, Sigma0, y, jitter)
     if is_concrete(result.loglik) and not np.isfinite(result.loglik):
@@ -215,11 +219,13 @@ def kalman_filter_numpy(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8
     for t in range(T):
         mu_hat = A @ mu[t]
         Sigma_hat = A @ Sigma[t] @ A.T + C @ C.T
-        S = _symmetrize(G @ Sigma_hat @ G.T + H @ H.T) + jitter * np.eye(M)
+        S = G @ Sigma_hat @ G.T + H @ H.T
+        S = 0.5 * (S + S.T) + jitter * np.eye(M)
         nu = y[t] - G @ mu_hat
         gain[t] = np.linalg.solve(S, G @ Sigma_hat).T
         mu[t + 1] = mu_hat + gain[t] @ nu
-        Sigma[t + 1] = _symmetrize(Sigma_hat - gain[t] @ G @ Sigma_hat)
+        Sigma[t + 1] = Sigma_hat - gain[t] @ G @ Sigma_hat
+        Sigma[t + 1] = 0.5 * (Sigma[t + 1] + Sigma[t + 1].T)
         _, log_det_S = np.linalg.slogdet(S)
         loglik -= 0.5 * (M * LOG_2PI + log_det_S + nu @ np.linalg.solve(S, nu))
     return loglik, mu, Sigma, gain
