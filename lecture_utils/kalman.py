@@ -29,14 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 from jax import lax
-from jax.scipy.linalg import solve_triangular
 
 from lecture_utils import _small_linalg as sl
+from lecture_utils._kalman_steps import LOG_2PI, condition_on, predict
+from lecture_utils.kalman_parallel import kalman_filter_parallel
 from lecture_utils._validation import as_float64, check_shape, is_concrete
 from lecture_utils.simulation import LSSModel, check_lss_model
-
-LOG_2PI = float(np.log(2 * np.pi))
-
 
 class KalmanResult(NamedTuple):
     """Output of :func:`kalman_filter`.
@@ -60,51 +58,6 @@ class KalmanResult(NamedTuple):
     innovation_cov: jax.Array
 
 
-def _symmetrize(X):
-    return 0.5 * (X + sl.transpose(X))
-
-
-# The two steps below accept trailing batch axes on every argument (a (N, N, B)
-# Sigma is B covariances), which kalman_batch uses; the single filter has none.
-
-
-def _predict(mu, Sigma, A, Q):
-    """One-step-ahead mean (N,) and covariance (N, N) of the state."""
-    return sl.matvec(A, mu), sl.matmul(sl.matmul(A, Sigma), sl.transpose(A)) + Q
-
-
-def _condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter):
-    """Condition the prediction on ``y_t``; returns the update and this step's terms.
-
-    ``S = L L^T`` is factored once; every solve below is triangular. For small
-    M the factorisation and solves are unrolled into scalar operations
-    (``_small_linalg``), which XLA fuses; the maths is the same.
-    """
-    M = y_t.shape[0]
-    Sigma_hat_Gt = sl.matmul(Sigma_hat, sl.transpose(G))  # (N, M)
-    S = sl.add_to_diagonal(_symmetrize(sl.matmul(G, Sigma_hat_Gt) + R), jitter)
-    nu = y_t - sl.matvec(G, mu_hat)
-    if M <= sl.MAX_UNROLLED_M:
-        L = sl.cholesky(S)  # NaN entries if S is not positive definite
-        # K = Sigma_hat G' S^{-1}  <=>  K' = L^{-T} L^{-1} G Sigma_hat
-        K_rows = sl.solve_lower_transpose(L, sl.solve_lower(L, list(sl.transpose(Sigma_hat_Gt))))
-        K = jnp.stack(K_rows, axis=1)
-        z = sl.solve_lower(L, list(nu))  # z'z = nu' S^{-1} nu
-        quad = sum(z_i * z_i for z_i in z)
-        log_det_S = 2.0 * sum(jnp.log(L[i][i]) for i in range(M))
-    else:
-        L = jnp.linalg.cholesky(S)
-        half = solve_triangular(L, Sigma_hat_Gt.T, lower=True)
-        K = solve_triangular(L.T, half, lower=False).T
-        z = solve_triangular(L, nu, lower=True)
-        quad = z @ z
-        log_det_S = 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
-    loglik_t = -0.5 * (M * LOG_2PI + log_det_S + quad)
-    mu = mu_hat + sl.matvec(K, nu)
-    Sigma = _symmetrize(Sigma_hat - sl.matmul(K, sl.transpose(Sigma_hat_Gt)))
-    return mu, Sigma, K, nu, S, loglik_t
-
-
 @jax.jit
 def _kalman_filter(model, mu0, Sigma0, y, jitter):
     A, C, G, H = model
@@ -113,8 +66,8 @@ def _kalman_filter(model, mu0, Sigma0, y, jitter):
     def step(carry, y_t):
         """carry = (mu_t, Sigma_t), the filtered moments given y[:t]."""
         mu, Sigma = carry
-        mu_hat, Sigma_hat = _predict(mu, Sigma, A, Q)
-        mu, Sigma, K, nu, S, ll = _condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter)
+        mu_hat, Sigma_hat = predict(mu, Sigma, A, Q)
+        mu, Sigma, K, nu, S, ll = condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter)
         return (mu, Sigma), (mu, Sigma, K, nu, S, ll)
 
     _, (mu, Sigma, K, nu, S, ll) = lax.scan(step, (mu0, Sigma0), y)
@@ -131,7 +84,11 @@ def _kalman_filter(model, mu0, Sigma0, y, jitter):
     )
 
 
-def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> KalmanResult:
+METHODS = ("sequential", "parallel")
+
+
+def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
+                  method: str = "sequential") -> KalmanResult:
     """Run the Kalman filter and return the log-likelihood and filtered moments.
 
     Args:
@@ -141,6 +98,9 @@ def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> K
         y: (T, M) observations; ``y[t]`` observes ``x_{t+1}``.
         jitter: added to the diagonal of each (symmetrised) ``S_t`` before
             its Cholesky factorisation; pass 0.0 for the exact filter.
+        method: ``"sequential"``, a ``lax.scan`` over t; or ``"parallel"``,
+            the associative scan of :mod:`lecture_utils.kalman_parallel`
+            (span O(log T) on an accelerator; slower on a CPU). Same results.
 
     Returns:
         A :class:`KalmanResult`.
@@ -154,6 +114,8 @@ def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> K
             ``loglik = -inf`` (never NaN), which optimisers treat as a
             rejected step.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     model, (N, _, M, _) = check_lss_model(model)
     mu0 = as_float64("mu0", mu0)
     check_shape("mu0", mu0, (N,))
@@ -169,7 +131,10 @@ def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> K
         S0 = np.asarray(Sigma0)
         if not np.allclose(S0, S0.T) or np.linalg.eigvalsh(0.5 * (S0 + S0.T)).min() < -1e-12:
             raise ValueError("Sigma0 must be symmetric positive semi-definite")
-    result = _kalman_filter(model, mu0, Sigma0, y, jitter)
+    if method == "parallel" and y.shape[0] > 0:
+        result = KalmanResult(*kalman_filter_parallel(model, mu0, Sigma0, y, jitter))
+    else:
+        result = _kalman_filter(model, mu0, Sigma0, y, jitter)
     if is_concrete(result.loglik) and not np.isfinite(result.loglik):
         finite = np.all(np.isfinite(np.asarray(result.gain)), axis=(1, 2))
         t = int(np.argmin(finite)) if not finite.all() else None

@@ -23,7 +23,8 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from lecture_utils import _small_linalg as sl
 from lecture_utils._validation import as_float64, check_shape, is_concrete
-from lecture_utils.kalman import _condition_on, _predict, kalman_filter
+from lecture_utils._kalman_steps import condition_on, predict
+from lecture_utils.kalman import kalman_filter
 from lecture_utils.simulation import LSSModel
 
 CHUNK = 100  # models per chunk; measured on a 2-core x86 CPU at N = 2 and 5
@@ -75,8 +76,8 @@ def _loglik_batch_last(models, mu0, Sigma0, y, jitter):
 
     def step(carry, y_t):
         mu, Sigma = carry
-        mu_hat, Sigma_hat = _predict(mu, Sigma, A, Q)
-        mu, Sigma, *_, ll = _condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter)
+        mu_hat, Sigma_hat = predict(mu, Sigma, A, Q)
+        mu, Sigma, *_, ll = condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter)
         return (mu, Sigma), ll
 
     _, ll = lax.scan(step, (mu, Sigma), y)
