@@ -8,14 +8,22 @@ Every implementation's log-likelihood must agree with ours (exact filter,
 jitter=0) to 1e-8 relative before its time is reported. Compile time is kept
 apart from run time; run time is the median of repeated calls after a warm-up.
 Writes benchmarks/results/kalman.{md,csv} and kalman_scaling.png.
+
+JAX is given one CPU device per core (XLA_FLAGS, unless already set), so that
+the sharded batch can use them all; every other row runs on device 0.
 """
 
 import argparse
 import csv
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
-import jax
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -30,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
 
 from lecture_utils.kalman import kalman_filter, kalman_filter_numpy  # noqa: E402
+from lecture_utils.kalman_batch import kalman_loglik_batch, kalman_loglik_sharded  # noqa: E402
 from lecture_utils.simulation import LSSModel, simulate_lss  # noqa: E402
 from lecture_utils.timing import time_jitted, time_python  # noqa: E402
 
@@ -68,8 +77,66 @@ def source_problem(N, T):
     return model, jnp.zeros(N), jnp.eye(N), y[1:]
 
 
-def ours(model, mu0, Sigma0, y, jitter=0.0):
-    return kalman_filter(model, mu0, Sigma0, y, jitter=jitter).loglik
+def ours(model, mu0, Sigma0, y, jitter=0.0, method="sequential"):
+    return kalman_filter(model, mu0, Sigma0, y, jitter=jitter, method=method).loglik
+
+
+def scaled_models(model, n):
+    """n copies of ``model`` with A scaled by 0.5 ... 1.0: a batch of parameter sets."""
+    scale = jnp.linspace(0.5, 1.0, n)
+    return LSSModel(scale[:, None, None] * model.A,
+                    *(jnp.broadcast_to(m, (n,) + m.shape) for m in model[1:]))
+
+
+def batch_rows(add, model, mu0, Sigma0, y, n, repeat, ref=None):
+    """vmap of the single filter, the batch-last filter, and the sharded one, for n models."""
+    models = scaled_models(model, n)
+    vmapped = jax.vmap(lambda m: ours(m, mu0, Sigma0, y))
+    contenders = [
+        ("ours: vmap of kalman_filter", vmapped),
+        ("ours: kalman_loglik_batch", lambda m: kalman_loglik_batch(m, mu0, Sigma0, y, jitter=0.0)),
+        (f"ours: sharded over {jax.device_count()} devices",
+         lambda m: kalman_loglik_sharded(m, mu0, Sigma0, y, jitter=0.0)),
+    ]
+    want = vmapped(models)
+    for impl, fn in contenders:
+        got = fn(models)
+        if ref is not None:
+            check(impl, got[-1], ref)  # the last model is the unscaled one
+        np.testing.assert_allclose(got, want, rtol=RTOL)
+        t = time_jitted(fn, models, repeat=repeat)
+        add(f"{impl} ({n} models)", t.run_s, t.compile_s, batch=n)
+
+
+def parallel_child(T):
+    """Run in a child process: time method='parallel' at T and print JSON."""
+    model, mu0, Sigma0, y = random_problem(0, 5, T)
+    t = time_jitted(lambda *a: ours(*a, method="parallel"), model, mu0, Sigma0, y, repeat=3)
+    print(json.dumps({"loglik": float(ours(model, mu0, Sigma0, y, method="parallel")),
+                      "run_s": t.run_s, "compile_s": t.compile_s}))
+
+
+PARALLEL_TIMEOUT_S = 240
+
+
+def parallel_rows(add, T, ref):
+    """The associative-scan filter, timed in a child process with a timeout.
+
+    On this jaxlib, XLA:CPU's runtime sometimes stops (all threads waiting)
+    while running the parallel filter at T >= 4,000; a child process lets the
+    benchmark report that instead of hanging.
+    """
+    try:
+        out = subprocess.run([sys.executable, __file__, "--parallel-child", str(T)],
+                             capture_output=True, text=True, timeout=PARALLEL_TIMEOUT_S,
+                             check=True)
+    except subprocess.TimeoutExpired:
+        print(f"parallel T={T}: no result within {PARALLEL_TIMEOUT_S} s (runtime stall)")
+        add("ours: method='parallel' (STALLED)", float("nan"))
+        return
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    check("ours: method='parallel'", result["loglik"], ref)
+    add("ours: method='parallel' (jit)", result["run_s"], result["compile_s"])
 
 
 DYNAMAX_JITTER = 1e-9  # dynamax's psd_solve adds this to the diagonal of S_t
@@ -99,12 +166,9 @@ def run_case(case, problem, peers_to_run, rows, repeat):
         t = time_jitted(grad, model, mu0, repeat=repeat)
         add("ours: gradient A,C,G,H,mu0 (jit)", t.run_s, t.compile_s)
     if "batch" in peers_to_run:
-        n = 1000
-        scale = jnp.linspace(0.5, 1.0, n)
-        batched = jax.vmap(lambda s: ours(model._replace(A=s * model.A), mu0, Sigma0, y))
-        check("ours: vmap", batched(scale)[-1], ref)
-        t = time_jitted(batched, scale, repeat=repeat)
-        add(f"ours: vmap over {n} models (jit)", t.run_s, t.compile_s, batch=n)
+        batch_rows(add, model, mu0, Sigma0, y, 1000, repeat, ref)
+    if "parallel" in peers_to_run:
+        parallel_rows(add, T, ref)
     if "dynamax" in peers_to_run:
         params, fn = peers.dynamax_loglik(model, mu0, Sigma0)
         # Compared with ours at dynamax's own diagonal boost, so that the check
@@ -127,15 +191,22 @@ def run_case(case, problem, peers_to_run, rows, repeat):
 
 
 def batch_scaling(rows, sizes, repeat):
-    model, mu0, Sigma0, y = random_problem(3, 2, 100)
-    for n in sizes:
-        scale = jnp.linspace(0.5, 1.0, n)
-        f = jax.vmap(lambda s: ours(model._replace(A=s * model.A), mu0, Sigma0, y))
-        t = time_jitted(f, scale, repeat=repeat)
-        rows.append({"case": "batch scaling", "implementation": "ours: vmap (jit)", "N": 2,
-                     "T": 100, "batch": n, "compile_ms": t.compile_s * 1e3,
-                     "run_us": t.run_s * 1e6, "ns_per_step": t.run_s / (100 * n) * 1e9})
-        print(f"batch {n:6d}: {t.run_s / (100 * n) * 1e9:8.1f} ns per step per model", flush=True)
+    for N in (2, 5):
+        model, mu0, Sigma0, y = random_problem(3, N, 100)
+        for n in sizes:
+            run_case_rows = []
+
+            def add(impl, run_s, compile_s=float("nan"), batch=1, N=N):
+                run_case_rows.append({
+                    "case": "batch scaling", "implementation": impl.split(" (")[0], "N": N,
+                    "T": 100, "batch": batch, "compile_ms": compile_s * 1e3,
+                    "run_us": run_s * 1e6, "ns_per_step": run_s / (100 * batch) * 1e9})
+
+            batch_rows(add, model, mu0, Sigma0, y, n, repeat)
+            for r in run_case_rows:
+                print(f"batch N={N} {n:6d} {r['implementation']:34s} "
+                      f"{r['ns_per_step']:8.1f} ns per step per model", flush=True)
+            rows += run_case_rows
 
 
 def write(rows):
@@ -168,11 +239,13 @@ def write(rows):
             ax.minorticks_off()
         ax.set(xlabel=x, ylabel="run time per call (us)", title=f"Log-likelihood: {case}")
         ax.legend(fontsize=8)
-    pts = [(r["batch"], r["ns_per_step"]) for r in rows if r["case"] == "batch scaling"]
-    if pts:
-        axes[2].loglog(*zip(*pts), "o-", label="ours: vmap, N=2, T=100")
-        axes[2].axhline(200, color="grey", ls="--", label="target: 200 ns")
-    axes[2].set(xlabel="batch size", ylabel="ns per time step per model",
+    batch = [r for r in rows if r["case"] == "batch scaling"]
+    for impl, N in sorted({(r["implementation"], r["N"]) for r in batch}):
+        pts = [(r["batch"], r["ns_per_step"]) for r in batch
+               if r["implementation"] == impl and r["N"] == N]
+        axes[2].loglog(*zip(*pts), "o-" if N == 5 else "s--", label=f"{impl}, N={N}")
+    axes[2].axhline(200, color="grey", ls=":", label="target: 200 ns")
+    axes[2].set(xlabel="batch size (T = 100)", ylabel="ns per time step per model",
                 title="Batched log-likelihood")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
@@ -183,7 +256,11 @@ def write(rows):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small grid, for a smoke run")
-    quick = parser.parse_args().quick
+    parser.add_argument("--parallel-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.parallel_child:
+        return parallel_child(args.parallel_child)
+    quick = args.quick
     repeat = 3 if quick else 7
     everything = {"grad", "batch", "dynamax", "statsmodels", "numpy", "filterpy"}
     rows = []
@@ -192,7 +269,8 @@ def main():
     for T in (100, 1_000) if quick else (100, 1_000, 10_000, 100_000):
         slow = {"numpy"} if T <= 10_000 else set()
         slow |= {"filterpy"} if T <= 1_000 else set()
-        run_case("T scaling", random_problem(0, 5, T), {"dynamax", "statsmodels"} | slow,
+        run_case("T scaling", random_problem(0, 5, T),
+                 {"dynamax", "statsmodels", "parallel"} | slow,
                  rows, repeat)
     for N in (2, 8) if quick else (2, 4, 8, 16, 32):
         run_case("N scaling", random_problem(1, N, 1_000), {"dynamax", "statsmodels"}, rows,
