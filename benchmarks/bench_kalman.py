@@ -122,9 +122,10 @@ PARALLEL_TIMEOUT_S = 240
 def parallel_rows(add, T, ref):
     """The associative-scan filter, timed in a child process with a timeout.
 
-    On this jaxlib, XLA:CPU's runtime sometimes stops (all threads waiting)
-    while running the parallel filter at T >= 4,000; a child process lets the
-    benchmark report that instead of hanging.
+    With LAPACK solves inside, XLA:CPU's runtime (jaxlib 0.10.2) sometimes
+    stopped for good on this filter at T >= 4,000 (see kalman_parallel); the
+    package now avoids them for small N, and the child process and its timeout
+    keep any stall from hanging the benchmark.
     """
     try:
         out = subprocess.run([sys.executable, __file__, "--parallel-child", str(T)],

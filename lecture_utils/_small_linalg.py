@@ -77,3 +77,29 @@ def solve_lower_transpose(L, b):
     for i in reversed(range(M)):
         x[i] = (b[i] - sum(L[k][i] * x[k] for k in range(i + 1, M))) / L[i][i]
     return x
+
+
+def solve(A, B):
+    """Solve ``A X = B`` for small n: Gaussian elimination with partial pivoting.
+
+    ``A`` is (..., n, n) and ``B`` (..., n, k), with leading batch axes. The
+    elimination is unrolled at trace time into elementwise operations (the
+    pivot is chosen per batch element with ``argmax`` and selects), so XLA
+    makes no LAPACK call. For n above MAX_UNROLLED_M use ``jnp.linalg.solve``.
+    """
+    n = A.shape[-1]
+    rows = [jnp.concatenate([A[..., i, :], B[..., i, :]], axis=-1) for i in range(n)]
+    for j in range(n):
+        pivot_at = jnp.argmax(jnp.stack([jnp.abs(r[..., j]) for r in rows[j:]], axis=-1), -1)
+        chosen = [(pivot_at == i)[..., None] for i in range(n - j)]
+        pivot_row = sum(jnp.where(c, r, 0.0) for c, r in zip(chosen, rows[j:]))
+        # Swap: the pivot row moves to position j, and row j to where the pivot was.
+        rows[j + 1:] = [jnp.where(c, rows[j], r) for c, r in zip(chosen[1:], rows[j + 1:])]
+        rows[j] = pivot_row
+        for i in range(j + 1, n):
+            rows[i] = rows[i] - (rows[i][..., j] / rows[j][..., j])[..., None] * rows[j]
+    X = [None] * n
+    for i in reversed(range(n)):
+        rhs = rows[i][..., n:] - sum(rows[i][..., k, None] * X[k] for k in range(i + 1, n))
+        X[i] = rhs / rows[i][..., i, None]
+    return jnp.stack(X, axis=-2)

@@ -18,12 +18,18 @@ tiny products. The first element conditions on the prior, so the scan's
 outputs are the filtered moments themselves; innovations, gains and the
 log-likelihood then follow for all t at once from the shared step functions of
 :mod:`lecture_utils._kalman_steps`, exactly as in the sequential filter.
+
+For N <= 6 the N x N solves are unrolled elimination (``_small_linalg.solve``)
+rather than LAPACK calls: faster here, and with jaxlib 0.10.2 the LAPACK
+version of this program sometimes stalled XLA:CPU's runtime for good (every
+thread idle) at T >= 4,000.
 """
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from lecture_utils import _small_linalg as sl
 from lecture_utils._kalman_steps import condition_on, predict
 
 
@@ -69,10 +75,12 @@ def _combine(earlier, later):
     """Compose two batches of elements: first ``earlier``, then ``later``."""
     F1, b1, C1, eta1, J1 = earlier
     F2, b2, C2, eta2, J2 = later
-    I_CJ = jnp.eye(F1.shape[-1]) + C1 @ J2
+    N = F1.shape[-1]
+    solve = sl.solve if N <= sl.MAX_UNROLLED_M else jnp.linalg.solve
+    I_CJ = jnp.eye(N) + C1 @ J2
     # (I + C1 J2)^T = I + J2 C1, as C and J are symmetric.
-    F2_W = _mT(jnp.linalg.solve(_mT(I_CJ), _mT(F2)))  # F2 (I + C1 J2)^{-1}
-    F1t_Wt = _mT(jnp.linalg.solve(I_CJ, F1))  # F1' (I + J2 C1)^{-1}
+    F2_W = _mT(solve(_mT(I_CJ), _mT(F2)))  # F2 (I + C1 J2)^{-1}
+    F1t_Wt = _mT(solve(I_CJ, F1))  # F1' (I + J2 C1)^{-1}
     # F is a product of many contractions and decays like rho(A)^t. Flushing
     # its negligible entries to zero keeps every later product out of the
     # subnormal range, where x86 arithmetic is ~100x slower (T ~ 10^4 stalled).

@@ -36,11 +36,13 @@ def test_parallel_equals_sequential(rng, T, mean):
                                                                 jitter=0.0)[0], rtol=1e-9)
 
 
-def test_parallel_with_default_jitter_and_many_observables(rng):
-    model = random_lss(rng, N=3, K=3, M=8, L=8)  # M > 6: the library Cholesky
-    y = data(rng, model, 50, np.zeros(3))
-    seq = kalman_filter(model, np.zeros(3), np.eye(3), y)
-    par = kalman_filter(model, np.zeros(3), np.eye(3), y, method="parallel")
+# M > 6: the library Cholesky; N > 6: LAPACK solves in the scan's combine step.
+@pytest.mark.parametrize("N,M", [(3, 8), (8, 2)])
+def test_parallel_with_default_jitter_and_large_dimensions(rng, N, M):
+    model = random_lss(rng, N=N, K=3, M=M, L=M)
+    y = data(rng, model, 50, np.zeros(N))
+    seq = kalman_filter(model, np.zeros(N), np.eye(N), y)
+    par = kalman_filter(model, np.zeros(N), np.eye(N), y, method="parallel")
     np.testing.assert_allclose(par.loglik, seq.loglik, rtol=1e-10)
 
 

@@ -33,3 +33,12 @@ def test_products_match_matmul(rng, n):
     A, B, x = rng.normal(size=(n, 3)), rng.normal(size=(3, n)), rng.normal(size=3)
     np.testing.assert_allclose(sl.matmul(jnp.asarray(A), jnp.asarray(B)), A @ B, rtol=1e-12)
     np.testing.assert_allclose(sl.matvec(jnp.asarray(A), jnp.asarray(x)), A @ x, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6])
+def test_solve_matches_numpy_with_batch_axes_and_pivoting(rng, n):
+    A, B = rng.normal(size=(4, 3, n, n)), rng.normal(size=(4, 3, n, 2))
+    if n > 1:
+        A[0, 0, 0, 0] = 0.0  # needs a row exchange
+    np.testing.assert_allclose(sl.solve(jnp.asarray(A), jnp.asarray(B)), np.linalg.solve(A, B),
+                               rtol=1e-10, atol=1e-12)
