@@ -32,8 +32,8 @@ from jax import lax
 
 from lecture_utils import _small_linalg as sl
 from lecture_utils._kalman_steps import LOG_2PI, condition_on, predict
-from lecture_utils.kalman_parallel import kalman_filter_parallel
 from lecture_utils._validation import as_float64, check_shape, is_concrete
+from lecture_utils.kalman_parallel import kalman_filter_parallel
 from lecture_utils.simulation import LSSModel, check_lss_model
 
 class KalmanResult(NamedTuple):

@@ -22,8 +22,8 @@ from jax import lax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from lecture_utils import _small_linalg as sl
-from lecture_utils._validation import as_float64, check_shape, is_concrete
 from lecture_utils._kalman_steps import condition_on, predict
+from lecture_utils._validation import as_float64, check_shape, is_concrete
 from lecture_utils.kalman import kalman_filter
 from lecture_utils.simulation import LSSModel
 
