@@ -13,8 +13,9 @@ form that can be composed before :math:`x_t`'s distribution is known:
 where :math:`N_I` is a Gaussian in information form. Composing two elements is
 associative, so ``jax.lax.associative_scan`` combines all T of them in
 O(log T) rounds of independent work: span O(log T) on an accelerator, but
-about twice the work of the sequential filter, in N x N solves rather than
-tiny products. The first element conditions on the prior, so the scan's
+several times the arithmetic of the sequential filter (each combination
+solves N x N systems), so on a CPU it is slower (5-9x at N = 5 in
+``benchmarks/results/kalman.md``). The first element conditions on the prior, so the scan's
 outputs are the filtered moments themselves; innovations, gains and the
 log-likelihood then follow for all t at once from the shared step functions of
 :mod:`lecture_utils._kalman_steps`, exactly as in the sequential filter.
