@@ -36,6 +36,7 @@ from lecture_utils._validation import as_float64, check_shape, is_concrete
 from lecture_utils.kalman_parallel import kalman_filter_parallel
 from lecture_utils.simulation import LSSModel, check_lss_model
 
+
 class KalmanResult(NamedTuple):
     """Output of :func:`kalman_filter`.
 
