@@ -14,9 +14,9 @@ where :math:`N_I` is a Gaussian in information form. Composing two elements is
 associative, so ``jax.lax.associative_scan`` combines all T of them in
 O(log T) rounds of independent work: span O(log T) on an accelerator, but
 several times the arithmetic of the sequential filter (each combination
-solves N x N systems), so on a CPU it is slower (5-9x at N = 5 in
-``benchmarks/results/kalman.md``). The first element conditions on the prior, so the scan's
-outputs are the filtered moments themselves; innovations, gains and the
+solves N x N systems), so on a CPU it is slower (see
+``benchmarks/results/kalman.md``). The first element conditions on the prior,
+so the scan's outputs are the filtered moments themselves; innovations, gains and the
 log-likelihood then follow for all t at once from the shared step functions of
 :mod:`lecture_utils._kalman_steps`, exactly as in the sequential filter.
 
@@ -34,15 +34,17 @@ from lecture_utils import _small_linalg as sl
 from lecture_utils._kalman_steps import condition_on, predict
 
 
-TINY = 1e-150  # below this, an entry of F is negligible against any O(1) term
-
-
 def _mT(X):
     return jnp.swapaxes(X, -1, -2)
 
 
 def _sym(X):
     return 0.5 * (X + _mT(X))
+
+
+def _mv(A, x):
+    """Batched matrix-vector product: (..., n, k) and (..., k) -> (..., n)."""
+    return (A @ x[..., None])[..., 0]
 
 
 def _elements(model, mu0, Sigma0, y, jitter):
@@ -82,14 +84,10 @@ def _combine(earlier, later):
     # (I + C1 J2)^T = I + J2 C1, as C and J are symmetric.
     F2_W = _mT(solve(_mT(I_CJ), _mT(F2)))  # F2 (I + C1 J2)^{-1}
     F1t_Wt = _mT(solve(I_CJ, F1))  # F1' (I + J2 C1)^{-1}
-    # F is a product of many contractions and decays like rho(A)^t. Flushing
-    # its negligible entries to zero keeps every later product out of the
-    # subnormal range, where x86 arithmetic is ~100x slower (T ~ 10^4 stalled).
     F = F2_W @ F1
-    F = jnp.where(jnp.abs(F) < TINY, 0.0, F)
-    b = (F2_W @ (b1 + (C1 @ eta2[..., None])[..., 0])[..., None])[..., 0] + b2
+    b = _mv(F2_W, b1 + _mv(C1, eta2)) + b2
     C = _sym(F2_W @ C1 @ _mT(F2) + C2)
-    eta = (F1t_Wt @ (eta2 - (J2 @ b1[..., None])[..., 0])[..., None])[..., 0] + eta1
+    eta = _mv(F1t_Wt, eta2 - _mv(J2, b1)) + eta1
     J = _sym(F1t_Wt @ J2 @ F1 + J1)
     return F, b, C, eta, J
 
