@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
 
 from lecture_utils.kalman import kalman_filter, kalman_filter_numpy  # noqa: E402
-from lecture_utils.kalman_batch import kalman_loglik_batch, kalman_loglik_sharded  # noqa: E402
+from lecture_utils.kalman import kalman_loglik_batch, kalman_loglik_sharded  # noqa: E402
 from lecture_utils.simulation import LSSModel, simulate_lss  # noqa: E402
 from lecture_utils.timing import time_jitted, time_python  # noqa: E402
 
@@ -123,7 +123,7 @@ def parallel_rows(add, T, ref):
     """The associative-scan filter, timed in a child process with a timeout.
 
     With LAPACK solves inside, XLA:CPU's runtime (jaxlib 0.10.2) sometimes
-    stopped for good on this filter at T >= 4,000 (see kalman_parallel); the
+    stopped for good on this filter at T >= 4,000 (see lecture_utils.kalman.parallel); the
     package now avoids them for small N, and the child process and its timeout
     keep any stall from hanging the benchmark.
     """

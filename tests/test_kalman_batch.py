@@ -13,7 +13,7 @@ from conftest import random_lss
 from jax.test_util import check_grads
 
 from lecture_utils.kalman import kalman_filter, kalman_filter_numpy
-from lecture_utils.kalman_batch import CHUNK, kalman_loglik_batch, kalman_loglik_sharded
+from lecture_utils.kalman.batch import CHUNK, kalman_loglik_batch, kalman_loglik_sharded
 from lecture_utils.simulation import LSSModel
 
 
@@ -112,7 +112,7 @@ def test_sharded_on_one_device_equals_batch(rng):
 SHARDED_ON_TWO_DEVICES = textwrap.dedent("""
     import jax, numpy as np
     import lecture_utils
-    from lecture_utils.kalman_batch import kalman_loglik_batch, kalman_loglik_sharded
+    from lecture_utils.kalman import kalman_loglik_batch, kalman_loglik_sharded
     from lecture_utils.simulation import LSSModel
     assert jax.device_count() == 2, jax.devices()
     rng = np.random.default_rng(0)

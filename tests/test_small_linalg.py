@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from lecture_utils import _small_linalg as sl
+from lecture_utils.kalman import _linalg as sl
 
 
 @pytest.mark.parametrize("M", [1, 2, 3, 6])

@@ -27,13 +27,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 from jax import lax
 
-from lecture_utils import _small_linalg as sl
-from lecture_utils._kalman_steps import LOG_2PI, condition_on, predict
+from lecture_utils.kalman import _linalg as sl
+from lecture_utils.kalman._steps import LOG_2PI, condition_on, predict
 from lecture_utils._validation import as_float64, check_shape, is_concrete
-from lecture_utils.kalman_parallel import kalman_filter_parallel
+from lecture_utils.kalman.parallel import kalman_filter_parallel
 from lecture_utils.simulation import LSSModel, check_lss_model
 
 
@@ -100,7 +99,7 @@ def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
         jitter: added to the diagonal of each (symmetrised) ``S_t`` before
             its Cholesky factorisation; pass 0.0 for the exact filter.
         method: ``"sequential"``, a ``lax.scan`` over t; or ``"parallel"``,
-            the associative scan of :mod:`lecture_utils.kalman_parallel`
+            the associative scan of :mod:`lecture_utils.kalman.parallel`
             (span O(log T) on an accelerator; slower on a CPU). Same results.
 
     Returns:
@@ -144,54 +143,3 @@ def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
             f"definite (first at t = {t}); check H, or raise jitter (now {jitter})"
         )
     return result
-
-
-def steady_state_gain(model: LSSModel) -> np.ndarray:
-    """The limit of the gains ``K_t`` from the discrete algebraic Riccati equation.
-
-    The steady-state predicted covariance ``P`` solves
-    ``P = A (P - P G' (G P G' + HH')^{-1} G P) A' + CC'``
-    (``scipy.linalg.solve_discrete_are``); then ``K = P G' (G P G' + HH')^{-1}``,
-    in the same update form as :attr:`KalmanResult.gain`.
-
-    Returns:
-        (N, M) NumPy array.
-    """
-    A, C, G, H = (np.asarray(m) for m in check_lss_model(model)[0])
-    P = scipy.linalg.solve_discrete_are(A.T, G.T, C @ C.T, H @ H.T)
-    S = G @ P @ G.T + H @ H.T
-    return np.linalg.solve(S, G @ P).T
-
-
-def kalman_filter_numpy(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8):
-    """Plain NumPy reference filter with the same timing as :func:`kalman_filter`.
-
-    Written independently (``np.linalg.solve`` and ``slogdet`` instead of
-    Cholesky factors) so that agreement is evidence, not repetition.
-
-    Returns:
-        ``(loglik, mu, Sigma, gain)`` as NumPy arrays with the shapes of
-        :class:`KalmanResult`.
-    """
-    A, C, G, H = (np.asarray(m, dtype=float) for m in model)
-    y = np.asarray(y, dtype=float)
-    T, M = y.shape
-    N = A.shape[0]
-    mu = np.empty((T + 1, N))
-    Sigma = np.empty((T + 1, N, N))
-    gain = np.empty((T, N, M))
-    mu[0], Sigma[0] = mu0, Sigma0
-    loglik = 0.0
-    for t in range(T):
-        mu_hat = A @ mu[t]
-        Sigma_hat = A @ Sigma[t] @ A.T + C @ C.T
-        S = G @ Sigma_hat @ G.T + H @ H.T
-        S = 0.5 * (S + S.T) + jitter * np.eye(M)
-        nu = y[t] - G @ mu_hat
-        gain[t] = np.linalg.solve(S, G @ Sigma_hat).T
-        mu[t + 1] = mu_hat + gain[t] @ nu
-        Sigma[t + 1] = Sigma_hat - gain[t] @ G @ Sigma_hat
-        Sigma[t + 1] = 0.5 * (Sigma[t + 1] + Sigma[t + 1].T)
-        _, log_det_S = np.linalg.slogdet(S)
-        loglik -= 0.5 * (M * LOG_2PI + log_det_S + nu @ np.linalg.solve(S, nu))
-    return loglik, mu, Sigma, gain

@@ -21,10 +21,10 @@ import numpy as np
 from jax import lax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from lecture_utils import _small_linalg as sl
-from lecture_utils._kalman_steps import condition_on, predict
+from lecture_utils.kalman import _linalg as sl
+from lecture_utils.kalman._steps import condition_on, predict
 from lecture_utils._validation import as_float64, check_shape, is_concrete
-from lecture_utils.kalman import kalman_filter
+from lecture_utils.kalman.sequential import kalman_filter
 from lecture_utils.simulation import LSSModel
 
 CHUNK = 100  # models per chunk; measured on a 2-core x86 CPU at N = 2 and 5

@@ -1,7 +1,7 @@
 """The Kalman filter's predict and update steps, shared by every filter in the package.
 
 Both steps accept trailing batch axes on every argument (a (N, N, B) Sigma is
-B covariances, stored batch-last), which :mod:`lecture_utils.kalman_batch`
+B covariances, stored batch-last), which :mod:`lecture_utils.kalman.batch`
 uses; the single filters pass none.
 """
 
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
-from lecture_utils import _small_linalg as sl
+from lecture_utils.kalman import _linalg as sl
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -28,7 +28,7 @@ def condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter):
 
     ``S = L L^T`` is factored once; every solve below is triangular. For small
     M the factorisation and solves are unrolled into scalar operations
-    (``_small_linalg``), which XLA fuses; the maths is the same.
+    (``_linalg``), which XLA fuses; the maths is the same.
     """
     M = y_t.shape[0]
     Sigma_hat_Gt = sl.matmul(Sigma_hat, sl.transpose(G))  # (N, M)

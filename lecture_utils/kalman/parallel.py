@@ -18,9 +18,9 @@ solves N x N systems), so on a CPU it is slower (see
 ``benchmarks/results/kalman.md``). The first element conditions on the prior,
 so the scan's outputs are the filtered moments themselves; innovations, gains and the
 log-likelihood then follow for all t at once from the shared step functions of
-:mod:`lecture_utils._kalman_steps`, exactly as in the sequential filter.
+:mod:`lecture_utils.kalman._steps`, exactly as in the sequential filter.
 
-For N <= 6 the N x N solves are unrolled elimination (``_small_linalg.solve``)
+For N <= 6 the N x N solves are unrolled elimination (``_linalg.solve``)
 rather than LAPACK calls: faster here, and with jaxlib 0.10.2 the LAPACK
 version of this program sometimes stalled XLA:CPU's runtime for good (every
 thread idle) at T >= 4,000.
@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lecture_utils import _small_linalg as sl
-from lecture_utils._kalman_steps import condition_on, predict
+from lecture_utils.kalman import _linalg as sl
+from lecture_utils.kalman._steps import condition_on, predict
 
 
 def _mT(X):

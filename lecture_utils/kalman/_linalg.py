@@ -9,7 +9,7 @@ Values equal the library routines' to rounding (see tests/test_small_linalg.py).
 
 Every routine also accepts *trailing batch axes*: a ``(n, k, B)`` array is B
 matrices stored batch-last, so that each "scalar" operation above runs over B
-contiguous numbers, which XLA vectorises (see :mod:`lecture_utils.kalman_batch`).
+contiguous numbers, which XLA vectorises (see :mod:`lecture_utils.kalman.batch`).
 """
 
 import jax.numpy as jnp
