@@ -23,10 +23,15 @@ def transpose(A):
     return jnp.swapaxes(A, 0, 1)
 
 
-def add_to_diagonal(A, c):
-    """``A + c I`` for ``A`` of shape (n, n, *batch)."""
+def eye_like(A):
+    """The identity with the matrix axes of ``A`` (n, n, *batch), broadcastable to it."""
     n = A.shape[0]
-    return A + c * jnp.eye(n).reshape((n, n) + (1,) * (A.ndim - 2))
+    return jnp.eye(n).reshape((n, n) + (1,) * (A.ndim - 2))
+
+
+def diag_matrix(d):
+    """(n, *batch) diagonal entries -> (n, n, *batch) diagonal matrix."""
+    return eye_like(jnp.zeros((d.shape[0], d.shape[0]) + d.shape[1:])) * d[None]
 
 
 def matmul(A, B):
@@ -48,18 +53,34 @@ def matvec(A, x):
 
 
 def cholesky(S):
-    """Lower Cholesky factor of a small (M, M, *b) matrix, as nested lists of (*b) arrays.
+    """Lower Cholesky factor of a small (M, M, *b) matrix, and whether it exists.
 
-    NaN entries result when ``S`` is not positive definite, as with
-    ``jnp.linalg.cholesky``.
+    Returns ``(L, ok)``: ``L`` as nested lists of (*b) arrays, ``ok`` a (*b)
+    boolean array, True where every pivot was positive. Where a pivot is not
+    positive (or NaN) it is replaced by 1, so ``L`` stays finite and so do the
+    derivatives of everything computed from it: the caller reports the failure
+    (the Kalman filters return a log-likelihood of ``-inf``) instead of
+    passing NaN on.
     """
     M = S.shape[0]
     L = [[None] * M for _ in range(M)]
+    ok = True
     for j in range(M):
-        L[j][j] = jnp.sqrt(S[j, j] - sum(L[j][k] ** 2 for k in range(j)))
+        pivot = S[j, j] - sum(L[j][k] ** 2 for k in range(j))
+        positive = pivot > 0.0
+        ok = ok & positive
+        L[j][j] = jnp.sqrt(jnp.where(positive, pivot, 1.0))
         for i in range(j + 1, M):
             L[i][j] = (S[i, j] - sum(L[i][k] * L[j][k] for k in range(j))) / L[j][j]
-    return L
+    return L, jnp.asarray(ok) & jnp.ones(S.shape[2:], dtype=bool)
+
+
+def inverse_from_cholesky(L):
+    """``S^{-1}`` (M, M, *b) from the factor ``L`` of :func:`cholesky`."""
+    M = len(L)
+    batch = jnp.shape(L[0][0])
+    unit = list(jnp.broadcast_to(jnp.eye(M).reshape((M, M) + (1,) * len(batch)), (M, M) + batch))
+    return jnp.stack(solve_lower_transpose(L, solve_lower(L, unit)))  # S^{-1} is symmetric
 
 
 def solve_lower(L, b):

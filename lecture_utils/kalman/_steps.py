@@ -1,21 +1,75 @@
-"""The Kalman filter's predict and update steps, shared by every filter in the package.
+r"""The Kalman filter's predict and update steps, shared by every filter in the package.
+
+An observation ``y_t`` (M,) may have missing entries, marked NaN. Conditioning
+on the observed entries only keeps every shape fixed (so the same compiled step
+serves every pattern of missing data): with ``m_t`` the 0/1 indicator of the
+observed entries and :math:`D = \operatorname{diag}(m_t)`,
+
+.. math::
+
+    G_t = D G, \qquad R_t = D R D + (I - D), \qquad y_t \to D y_t,
+
+so a missing entry has innovation 0, innovation variance 1, no covariance with
+the others and no gain, and adds exactly nothing to the log-likelihood.
 
 Both steps accept trailing batch axes on every argument (a (N, N, B) Sigma is
-B covariances, stored batch-last), which :mod:`lecture_utils.kalman.batch`
-uses; the single filters pass none.
+B covariances, stored batch-last), which :mod:`lecture_utils.kalman.batch` uses;
+the single filters pass none. The library branch for M > 6 takes none.
 """
 
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
+from jax.scipy.linalg import cho_solve, solve_triangular
 
 from lecture_utils.kalman import _linalg as sl
 
 LOG_2PI = float(np.log(2 * np.pi))
 
 
+class Update(NamedTuple):
+    """One update step: the filtered moments, and what the adjoint and the results need.
+
+    Attributes:
+        mu, Sigma: (N,), (N, N) filtered moments after conditioning on ``y_t``.
+        gain: (N, M) ``K_t`` (zero columns for missing entries).
+        innovation: (M,) ``nu_t`` (zero where missing).
+        innovation_cov: (M, M) regularised ``S_t`` (identity rows/columns where missing).
+        S_inv_nu: (M,) ``S_t^{-1} nu_t``.
+        S_inv: (M, M) ``S_t^{-1}``.
+        Sigma_hat_Gt: (N, M) ``Sigma_hat G_t'``.
+        loglik: () this step's log-density of the observed entries.
+        ok: () False if ``S_t`` was not positive definite.
+    """
+
+    mu: jax.Array
+    Sigma: jax.Array
+    gain: jax.Array
+    innovation: jax.Array
+    innovation_cov: jax.Array
+    S_inv_nu: jax.Array
+    S_inv: jax.Array
+    Sigma_hat_Gt: jax.Array
+    loglik: jax.Array
+    ok: jax.Array
+
+
 def symmetrize(X):
     return 0.5 * (X + sl.transpose(X))
+
+
+def observed(y_t):
+    """0/1 indicator (M, *b) of the observed (non-NaN) entries of ``y_t``."""
+    return (~jnp.isnan(y_t)).astype(y_t.dtype)
+
+
+def masked(y_t, G, R):
+    """The observed part of the model at one date: ``(m_t, D y_t, D G, D R D + I - D)``."""
+    m = observed(y_t)
+    pair = m[:, None] * m[None, :]
+    return m, jnp.where(m > 0, y_t, 0.0), G * m[:, None], R * pair + sl.eye_like(R) - sl.diag_matrix(m)
 
 
 def predict(mu, Sigma, A, Q):
@@ -23,33 +77,44 @@ def predict(mu, Sigma, A, Q):
     return sl.matvec(A, mu), sl.matmul(sl.matmul(A, Sigma), sl.transpose(A)) + Q
 
 
-def condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter):
-    """Condition the prediction on ``y_t``; returns the update and this step's terms.
+def condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter) -> Update:
+    r"""Condition the prediction on the observed entries of ``y_t``.
 
+    ``jitter`` is relative to the scale of each series: every observed
+    diagonal entry of :math:`S_t` is multiplied by ``1 + jitter``, so that
+    rescaling the data changes the log-likelihood by the Jacobian term only.
     ``S = L L^T`` is factored once; every solve below is triangular. For small
     M the factorisation and solves are unrolled into scalar operations
     (``_linalg``), which XLA fuses; the maths is the same.
     """
     M = y_t.shape[0]
+    m, y_t, G, R = masked(y_t, G, R)
     Sigma_hat_Gt = sl.matmul(Sigma_hat, sl.transpose(G))  # (N, M)
-    S = sl.add_to_diagonal(symmetrize(sl.matmul(G, Sigma_hat_Gt) + R), jitter)
+    S = symmetrize(sl.matmul(G, Sigma_hat_Gt) + R)
+    S = S + jitter * sl.diag_matrix(m * jnp.moveaxis(jnp.diagonal(S, axis1=0, axis2=1), -1, 0))
     nu = y_t - sl.matvec(G, mu_hat)
     if M <= sl.MAX_UNROLLED_M:
-        L = sl.cholesky(S)  # NaN entries if S is not positive definite
+        L, ok = sl.cholesky(S)
         # K = Sigma_hat G' S^{-1}  <=>  K' = L^{-T} L^{-1} G Sigma_hat
         K_rows = sl.solve_lower_transpose(L, sl.solve_lower(L, list(sl.transpose(Sigma_hat_Gt))))
         K = jnp.stack(K_rows, axis=1)
         z = sl.solve_lower(L, list(nu))  # z'z = nu' S^{-1} nu
+        S_inv_nu = jnp.stack(sl.solve_lower_transpose(L, z))
         quad = sum(z_i * z_i for z_i in z)
         log_det_S = 2.0 * sum(jnp.log(L[i][i]) for i in range(M))
+        S_inv = sl.inverse_from_cholesky(L)
     else:
-        L = jnp.linalg.cholesky(S)
-        half = solve_triangular(L, Sigma_hat_Gt.T, lower=True)
-        K = solve_triangular(L.T, half, lower=False).T
+        # The library Cholesky returns NaN for an indefinite S, and its derivative
+        # would too: factor a stand-in (the identity) there instead.
+        ok = jnp.all(jnp.isfinite(jnp.linalg.cholesky(jax.lax.stop_gradient(S))))
+        L = jnp.linalg.cholesky(jnp.where(ok, S, jnp.eye(M)))
+        K = cho_solve((L, True), Sigma_hat_Gt.T).T
         z = solve_triangular(L, nu, lower=True)
+        S_inv_nu = cho_solve((L, True), nu)
         quad = z @ z
         log_det_S = 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
-    loglik_t = -0.5 * (M * LOG_2PI + log_det_S + quad)
+        S_inv = cho_solve((L, True), jnp.eye(M))
+    loglik_t = -0.5 * (jnp.sum(m, axis=0) * LOG_2PI + log_det_S + quad)
     mu = mu_hat + sl.matvec(K, nu)
     Sigma = symmetrize(Sigma_hat - sl.matmul(K, sl.transpose(Sigma_hat_Gt)))
-    return mu, Sigma, K, nu, S, loglik_t
+    return Update(mu, Sigma, K, nu, S, S_inv_nu, S_inv, Sigma_hat_Gt, loglik_t, ok)

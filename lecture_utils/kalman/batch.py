@@ -13,42 +13,29 @@ The same call uses all GPUs of a multi-GPU machine, or several CPU devices
 made with ``XLA_FLAGS=--xla_force_host_platform_device_count=n``.
 """
 
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from lecture_utils.kalman import _linalg as sl
-from lecture_utils.kalman._steps import condition_on, predict
-from lecture_utils._validation import as_float64, check_shape, is_concrete
-from lecture_utils.kalman.sequential import kalman_filter
+from lecture_utils.kalman._checks import check_batch_inputs
+from lecture_utils.kalman._steps import condition_on, predict, symmetrize
+from lecture_utils.kalman.sequential import kalman_loglik
 from lecture_utils.simulation import LSSModel
 
-CHUNK = 100  # models per chunk; measured on a 2-core x86 CPU at N = 2 and 5
+CPU_CHUNK = 100  # models per chunk on a CPU; measured on a 2-core x86 machine at N = 2 and 5
 
 
-def _check_batch(models, mu0, Sigma0, y):
-    """Validate shapes; return float64 arrays and (B, N, M)."""
-    if not isinstance(models, LSSModel):
-        raise ValueError(f"models must be an LSSModel, got {type(models).__name__}")
-    A, C, G, H = (as_float64(f"models.{k}", m) for k, m in zip("ACGH", models))
-    if A.ndim != 3 or A.shape[1] != A.shape[2]:
-        raise ValueError(f"models.A must have shape (B, N, N), got {A.shape}")
-    B, N = A.shape[:2]
-    check_shape("models.C", C, (B, N, None))
-    check_shape("models.G", G, (B, None, N))
-    M = G.shape[1]
-    check_shape("models.H", H, (B, M, None))
-    mu0, Sigma0, y = as_float64("mu0", mu0), as_float64("Sigma0", Sigma0), as_float64("y", y)
-    check_shape("mu0", mu0, (B, N) if mu0.ndim == 2 else (N,))
-    check_shape("Sigma0", Sigma0, (B, N, N) if Sigma0.ndim == 3 else (N, N))
-    check_shape("y", y, (B, None, M) if y.ndim == 3 else (None, M))
-    if is_concrete(y) and not np.all(np.isfinite(np.asarray(y))):
-        raise ValueError("y has NaN or infinite entries")
-    return LSSModel(A, C, G, H), mu0, Sigma0, y, (B, N, M)
+def default_chunk() -> int | None:
+    """Models per chunk for the default backend: CPU_CHUNK on a CPU, no chunking elsewhere.
+
+    On a CPU a chunk's working set stays in cache; an accelerator wants the
+    whole batch at once.
+    """
+    return CPU_CHUNK if jax.default_backend() == "cpu" else None
 
 
 def _pad(args, batched, multiple):
@@ -70,34 +57,35 @@ def _loglik_batch_last(models, mu0, Sigma0, y, jitter):
     A, C, G, H = (jnp.moveaxis(m, 0, -1) for m in models)  # (rows, cols, B)
     Q, R = sl.matmul(C, sl.transpose(C)), sl.matmul(H, sl.transpose(H))
     mu = _batch_last(mu0, mu0.ndim == 2, B)
-    Sigma = _batch_last(Sigma0, Sigma0.ndim == 3, B)
+    Sigma = symmetrize(_batch_last(Sigma0, Sigma0.ndim == 3, B))
     # Time first for the scan; y_t is (M, B) if batched, else (M, 1) and broadcasts.
     y = jnp.moveaxis(y, 0, -1) if y.ndim == 3 else y[..., None]
 
     def step(carry, y_t):
-        mu, Sigma = carry
+        """carry = the filtered moments, the log-likelihood so far and success, each per model."""
+        mu, Sigma, loglik, ok = carry
         mu_hat, Sigma_hat = predict(mu, Sigma, A, Q)
-        mu, Sigma, *_, ll = condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter)
-        return (mu, Sigma), ll
+        u = condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter)
+        return (u.mu, u.Sigma, loglik + u.loglik, ok & u.ok), None
 
-    _, ll = lax.scan(step, (mu, Sigma), y)
-    loglik = jnp.sum(ll, axis=0)
-    return jnp.where(jnp.isnan(loglik), -jnp.inf, loglik)
+    init = (mu, Sigma, jnp.zeros(B), jnp.ones(B, dtype=bool))
+    (_, _, loglik, ok), _ = lax.scan(step, init, y)
+    return jnp.where(ok, loglik, -jnp.inf)
 
 
-@jax.jit
-def _loglik_chunked(models, mu0, Sigma0, y, jitter):
-    """Run the batch in chunks of CHUNK models, one after the other.
+@partial(jax.jit, static_argnames="chunk")
+def _loglik_chunked(models, mu0, Sigma0, y, jitter, chunk):
+    """Run the batch in chunks of ``chunk`` models, one after the other.
 
-    A chunk's working set (a few dozen (N, N, CHUNK) arrays) stays in cache;
-    one pass over 1,000 models at once was 25-30% slower at N = 5.
+    A chunk's working set (a few dozen (N, N, chunk) arrays) stays in cache;
+    one pass over 1,000 models at once was 25-30% slower at N = 5 on a CPU.
     """
     B = models.A.shape[0]
-    if B <= CHUNK:
+    if chunk is None or B <= chunk:
         return _loglik_batch_last(models, mu0, Sigma0, y, jitter)
     batched = (True, mu0.ndim == 2, Sigma0.ndim == 3, y.ndim == 3)
-    args = _pad((models, mu0, Sigma0, y), batched, CHUNK)
-    chunks = [jax.tree.map(lambda a: a.reshape((-1, CHUNK) + a.shape[1:]), a) if b else None
+    args = _pad((models, mu0, Sigma0, y), batched, chunk)
+    chunks = [jax.tree.map(lambda a: a.reshape((-1, chunk) + a.shape[1:]), a) if b else None
               for a, b in zip(args, batched)]
 
     def one_chunk(chunk):
@@ -107,7 +95,8 @@ def _loglik_chunked(models, mu0, Sigma0, y, jitter):
     return lax.map(one_chunk, chunks).reshape(-1)[:B]
 
 
-def kalman_loglik_batch(models: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8):
+def kalman_loglik_batch(models: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
+                        chunk: int | None = None):
     """Log-likelihoods of B parameter sets, computed together.
 
     Args:
@@ -117,24 +106,29 @@ def kalman_loglik_batch(models: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-
         Sigma0: (N, N) shared or (B, N, N) prior covariances.
         y: (T, M) shared observations or (B, T, M), one series per model.
         jitter: as in :func:`lecture_utils.kalman.kalman_filter`.
+        chunk: models processed together; default :func:`default_chunk`
+            (100 on a CPU, the whole batch on an accelerator).
 
     Returns:
         (B,) log-likelihoods, equal to ``kalman_filter(...).loglik`` for each
-        model. Where some ``S_t`` of a model is not positive definite, its
-        entry is ``-inf`` and the others are unaffected (no error is raised, so
-        that one bad point of a grid does not stop the rest). Differentiable,
-        and usable under ``jit``.
+        model, missing entries (NaN in ``y``) included. Where some ``S_t`` of a
+        model is not positive definite, its entry is ``-inf`` with a zero
+        gradient and the others are unaffected (no error is raised, so that
+        one bad point of a grid does not stop the rest). Differentiable, and
+        usable under ``jit``.
 
     Raises:
-        ValueError: on wrong shapes, and on NaN or infinite observations.
+        ValueError: as the validator of :func:`~lecture_utils.kalman.kalman_filter`:
+            wrong shapes, non-finite model or prior, infinite observations, a
+            prior covariance that is not positive semi-definite.
     """
-    models, mu0, Sigma0, y, (B, N, M) = _check_batch(models, mu0, Sigma0, y)
+    models, mu0, Sigma0, y, (B, N, M) = check_batch_inputs(models, mu0, Sigma0, y)
     if M > sl.MAX_UNROLLED_M:  # the library Cholesky wants the batch axis first
         in_axes = (0, 0 if mu0.ndim == 2 else None, 0 if Sigma0.ndim == 3 else None,
                    0 if y.ndim == 3 else None)
-        return jax.vmap(lambda *args: kalman_filter(*args, jitter=jitter).loglik,
+        return jax.vmap(lambda *args: kalman_loglik(*args, jitter=jitter),
                         in_axes=in_axes)(models, mu0, Sigma0, y)
-    return _loglik_chunked(models, mu0, Sigma0, y, jitter)
+    return _loglik_chunked(models, mu0, Sigma0, y, jitter, default_chunk() if chunk is None else chunk)
 
 
 def kalman_loglik_sharded(models: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
@@ -148,7 +142,7 @@ def kalman_loglik_sharded(models: LSSModel, mu0, Sigma0, y, *, jitter: float = 1
     Returns:
         (B,) log-likelihoods.
     """
-    models, mu0, Sigma0, y, _ = _check_batch(models, mu0, Sigma0, y)
+    models, mu0, Sigma0, y, _ = check_batch_inputs(models, mu0, Sigma0, y)
     if mesh is None:
         mesh = jax.make_mesh((jax.device_count(),), ("batch",), axis_types=(AxisType.Auto,))
     if len(mesh.axis_names) != 1:

@@ -20,6 +20,13 @@ so the scan's outputs are the filtered moments themselves; innovations, gains an
 log-likelihood then follow for all t at once from the shared step functions of
 :mod:`lecture_utils.kalman._steps`, exactly as in the sequential filter.
 
+Missing entries of ``y`` (NaN) enter each element through the same masking
+as the sequential filter's. Two differences from it: each element needs
+``G CC' G' + HH'`` positive definite (:func:`check_parallel_model`), and a
+nonzero ``jitter`` scales the diagonal of that matrix rather than of the
+filter's :math:`S_t`, so with ``jitter > 0`` the two methods differ by
+O(jitter); with ``jitter=0`` they agree to rounding.
+
 For N <= 6 the N x N solves are unrolled elimination (``_linalg.solve``)
 rather than LAPACK calls: faster here, and with jaxlib 0.10.2 the LAPACK
 version of this program sometimes stalled XLA:CPU's runtime for good (every
@@ -28,10 +35,11 @@ thread idle) at T >= 4,000.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lecture_utils.kalman import _linalg as sl
-from lecture_utils.kalman._steps import condition_on, predict
+from lecture_utils.kalman._steps import condition_on, masked, predict
 
 
 def _mT(X):
@@ -51,26 +59,27 @@ def _elements(model, mu0, Sigma0, y, jitter):
     """The T scan elements (F, b, C, eta, J), each with a leading time axis."""
     A, C, G, H = model
     N, M = A.shape[0], G.shape[0]
-    Q = C @ C.T
-    R = H @ H.T + jitter * jnp.eye(M)  # the sequential filter's jitter, exactly
-    # Generic element: condition x_{t+1} ~ N(A x_t, Q) on y_t as a function of x_t.
-    S = _sym(G @ Q @ G.T + R)
-    K = jnp.linalg.solve(S, G @ Q).T  # (N, M)
-    I_KG = jnp.eye(N) - K @ G
-    GA = G @ A
-    S_inv_GA = jnp.linalg.solve(S, GA)  # (M, N)
-    T = y.shape[0]
-    F = jnp.broadcast_to(I_KG @ A, (T, N, N))
-    b = y @ K.T  # (T, N)
-    Cov = jnp.broadcast_to(_sym(I_KG @ Q), (T, N, N))
-    eta = y @ S_inv_GA  # (T, N): A' G' S^{-1} y_t
-    J = jnp.broadcast_to(_sym(GA.T @ S_inv_GA), (T, N, N))
+    Q, R = C @ C.T, H @ H.T
+    solve = sl.solve if M <= sl.MAX_UNROLLED_M else jnp.linalg.solve
+
+    def element(y_t):
+        """Condition x_{t+1} ~ N(A x_t, Q) on the observed entries of y_t, as a function of x_t."""
+        m, y_t, G_t, R_t = masked(y_t, G, R)
+        S = _sym(G_t @ Q @ G_t.T + R_t)
+        S = S + jitter * jnp.diag(m * jnp.diag(S))  # relative to this S, not the filter's S_t
+        K = solve(S, G_t @ Q).T  # (N, M)
+        I_KG = jnp.eye(N) - K @ G_t
+        S_inv_GA = solve(S, G_t @ A)  # (M, N)
+        return (I_KG @ A, K @ y_t, _sym(I_KG @ Q), S_inv_GA.T @ y_t,
+                _sym((G_t @ A).T @ S_inv_GA))
+
+    F, b, Cov, eta, J = jax.vmap(element)(y)
     # The first element is the filter's first step from the prior: it no longer
     # depends on x_0 (F = 0, J = 0, eta = 0) and carries the filtered moments.
     mu_hat, Sigma_hat = predict(mu0, Sigma0, A, Q)
-    mu1, Sigma1, *_ = condition_on(mu_hat, Sigma_hat, y[0], G, H @ H.T, jitter)
+    first = condition_on(mu_hat, Sigma_hat, y[0], G, R, jitter)
     zero = jnp.zeros((N, N))
-    return (F.at[0].set(zero), b.at[0].set(mu1), Cov.at[0].set(Sigma1),
+    return (F.at[0].set(zero), b.at[0].set(first.mu), Cov.at[0].set(first.Sigma),
             eta.at[0].set(jnp.zeros(N)), J.at[0].set(zero))
 
 
@@ -99,6 +108,7 @@ def kalman_filter_parallel(model, mu0, Sigma0, y, jitter):
     Takes checked inputs with T >= 1; use ``kalman_filter(..., method="parallel")``.
     """
     A, C, G, H = model
+    Sigma0 = _sym(Sigma0)
     _, mu, Sigma, _, _ = lax.associative_scan(_combine, _elements(model, mu0, Sigma0, y, jitter))
     mu = jnp.concatenate([mu0[None], mu])
     Sigma = jnp.concatenate([Sigma0[None], Sigma])
@@ -106,9 +116,29 @@ def kalman_filter_parallel(model, mu0, Sigma0, y, jitter):
     def terms(mu_t, Sigma_t, y_t):
         """Step t's gain, innovation and likelihood, from the filtered moments at t."""
         mu_hat, Sigma_hat = predict(mu_t, Sigma_t, A, C @ C.T)
-        _, _, K, nu, S, ll = condition_on(mu_hat, Sigma_hat, y_t, G, H @ H.T, jitter)
-        return K, nu, S, ll
+        u = condition_on(mu_hat, Sigma_hat, y_t, G, H @ H.T, jitter)
+        return u.gain, u.innovation, u.innovation_cov, u.loglik, u.ok
 
-    K, nu, S, ll = jax.vmap(terms)(mu[:-1], Sigma[:-1], y)
+    K, nu, S, ll, ok = jax.vmap(terms)(mu[:-1], Sigma[:-1], y)
     loglik = jnp.sum(ll)
-    return jnp.where(jnp.isnan(loglik), -jnp.inf, loglik), mu, Sigma, K, nu, S
+    ok = jnp.all(ok) & jnp.isfinite(loglik)
+    return jnp.where(ok, loglik, -jnp.inf), mu, Sigma, K, nu, S
+
+
+def check_parallel_model(model):
+    """Refuse (eagerly) a model whose generic scan element is undefined.
+
+    Each element conditions ``x_{t+1} ~ N(A x_t, CC')`` on ``y_t`` *before*
+    the distribution of ``x_t`` is known, which needs ``G CC' G' + HH'``
+    positive definite: every observed series must be moved by the state
+    shocks or carry measurement error. The sequential filter needs only the
+    ``S_t``, which also include the uncertainty about ``x_t``.
+    """
+    A, C, G, H = (np.asarray(m) for m in model)
+    S = G @ C @ C.T @ G.T + H @ H.T
+    eig = np.linalg.eigvalsh(0.5 * (S + S.T))
+    if eig.min() <= 1e-12 * max(eig.max(), np.finfo(float).tiny):
+        raise ValueError(
+            "method='parallel' needs G C C' G' + H H' positive definite (each observed "
+            "series moved by the state shocks or measured with error); here it is singular "
+            f"(eigenvalues {eig.min():.3g} to {eig.max():.3g}). Use method='sequential'.")

@@ -1,0 +1,278 @@
+r"""A trend-cycle model of log real GDP, its priors, and a NUTS driver.
+
+The unobserved-components model of :cite:`Clark1987` and :cite:`Harvey1989`:
+log real GDP (times 100) is a local linear trend plus a stationary AR(2)
+cycle,
+
+.. math::
+
+    y_t = \tau_t + c_t, \qquad
+    \tau_{t+1} = \tau_t + \beta_t + \sigma_\eta \eta_{t+1}, \qquad
+    \beta_{t+1} = \beta_t + \sigma_\zeta \zeta_{t+1},
+
+    c_{t+1} = \phi_1 c_t + \phi_2 c_{t-1} + \sigma_\varepsilon \varepsilon_{t+1},
+
+with independent standard normal shocks. In the book's state-space form the
+state is :math:`x_t = (\tau_t, \beta_t, c_t, c_{t-1})` and row ``y[t]`` of the
+data observes :math:`x_{t+1}`; the prior of :math:`x_0` is that of
+:func:`initial_moments`.
+
+The lecture ``lectures/bayesian_estimation.md`` shows each piece of this
+module in a cell of its own and checks that the two agree; the tests import
+the module.
+"""
+
+from functools import partial
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lecture_utils.simulation import LSSModel
+
+try:  # the hand-written reverse rule, where available
+    from lecture_utils.kalman import kalman_loglik as _kalman_loglik
+except ImportError:  # pragma: no cover - older lecture_utils.kalman
+    from lecture_utils.kalman import kalman_filter as _kalman_filter
+
+    def _kalman_loglik(model, mu0, Sigma0, y, *, jitter=1e-8):
+        return _kalman_filter(model, mu0, Sigma0, y, jitter=jitter).loglik
+
+
+PARAM_NAMES = ("sigma_level", "sigma_slope", "sigma_cycle", "phi1", "phi2")
+
+#: Prior variance of each trend state (level and slope) around its prior mean.
+TREND_PRIOR_VAR = 100.0
+
+#: Scales of the half-normal priors of the three shock standard deviations.
+PRIOR_SCALES = (1.0, 0.1, 1.0)
+
+#: US recessions, NBER business-cycle dates (peak quarter, trough quarter),
+#: 1960-2009, as years with quarters at 0, 0.25, 0.5, 0.75. Source: NBER,
+#: "US Business Cycle Expansions and Contractions", https://www.nber.org/cycles
+NBER_RECESSIONS = (
+    (1960.25, 1961.0),   # 1960Q2-1961Q1
+    (1969.75, 1970.75),  # 1969Q4-1970Q4
+    (1973.75, 1975.0),   # 1973Q4-1975Q1
+    (1980.0, 1980.5),    # 1980Q1-1980Q3
+    (1981.5, 1982.75),   # 1981Q3-1982Q4
+    (1990.5, 1991.0),    # 1990Q3-1991Q1
+    (2001.0, 2001.75),   # 2001Q1-2001Q4
+    (2007.75, 2009.25),  # 2007Q4-2009Q2
+)
+
+
+class TrendCycleParams(NamedTuple):
+    """Natural parameters of the trend-cycle model (a pytree of scalars).
+
+    Attributes:
+        sigma_level: standard deviation of the trend-level shock.
+        sigma_slope: standard deviation of the trend-slope (drift) shock.
+        sigma_cycle: standard deviation of the cycle shock.
+        phi1, phi2: AR(2) coefficients of the cycle (stationary region).
+    """
+
+    sigma_level: jax.Array
+    sigma_slope: jax.Array
+    sigma_cycle: jax.Array
+    phi1: jax.Array
+    phi2: jax.Array
+
+
+def load_gdp():
+    """US log real GDP times 100, quarterly 1959Q1-2009Q3 (statsmodels' macrodata).
+
+    Returns:
+        ``(dates, y)``, both (203,) NumPy arrays: dates as ``year + (quarter - 1) / 4``.
+    """
+    import statsmodels.api as sm
+
+    data = sm.datasets.macrodata.load_pandas().data
+    dates = data["year"].to_numpy() + (data["quarter"].to_numpy() - 1) / 4
+    return dates, 100.0 * np.log(data["realgdp"].to_numpy())
+
+
+def trend_cycle_model(p: TrendCycleParams) -> LSSModel:
+    """The ``LSSModel`` of the trend-cycle model: N = 4, K = 3, M = L = 1, H = 0."""
+    zero, one = jnp.zeros(()), jnp.ones(())
+    A = jnp.array([[one, one, zero, zero],
+                   [zero, one, zero, zero],
+                   [zero, zero, p.phi1, p.phi2],
+                   [zero, zero, one, zero]])
+    C = jnp.zeros((4, 3)).at[0, 0].set(p.sigma_level).at[1, 1].set(p.sigma_slope)
+    C = C.at[2, 2].set(p.sigma_cycle)
+    G = jnp.array([[1.0, 0.0, 1.0, 0.0]])
+    return LSSModel(A, C, G, jnp.zeros((1, 1)))
+
+
+def ar2_stationary_cov(phi1, phi2, sigma):
+    r"""(2, 2) stationary covariance of :math:`(c_t, c_{t-1})` for a stationary AR(2).
+
+    :math:`\gamma_0 = \sigma^2 (1 - \phi_2) / ((1 + \phi_2)((1 - \phi_2)^2 - \phi_1^2))`
+    and :math:`\gamma_1 = \phi_1 \gamma_0 / (1 - \phi_2)` (Yule-Walker).
+    """
+    gamma0 = sigma**2 * (1 - phi2) / ((1 + phi2) * ((1 - phi2) ** 2 - phi1**2))
+    gamma1 = phi1 * gamma0 / (1 - phi2)
+    return jnp.array([[gamma0, gamma1], [gamma1, gamma0]])
+
+
+def initial_moments(p: TrendCycleParams, y_first, trend_var=TREND_PRIOR_VAR):
+    """Prior ``(mu0, Sigma0)`` of ``x_0``, the state in the first quarter.
+
+    The trend level is centred on the first quarter's observation ``y_first``
+    and the slope on zero, each with variance ``trend_var`` and independent;
+    the cycle starts from its stationary distribution.
+    """
+    mu0 = jnp.array([y_first, 0.0, 0.0, 0.0])
+    Sigma0 = jnp.zeros((4, 4)).at[:2, :2].set(trend_var * jnp.eye(2))
+    Sigma0 = Sigma0.at[2:, 2:].set(ar2_stationary_cov(p.phi1, p.phi2, p.sigma_cycle))
+    return mu0, Sigma0
+
+
+def loglik(p: TrendCycleParams, y_first, y, *, jitter=0.0):
+    """Log-likelihood of ``y`` (T,) given the first quarter ``y_first`` (exact filter by default)."""
+    mu0, Sigma0 = initial_moments(p, y_first)
+    return _kalman_loglik(trend_cycle_model(p), mu0, Sigma0, y[:, None], jitter=jitter)
+
+
+# --- the stationary AR(2) region through partial autocorrelations -----------------
+
+def pacf_to_ar(r1, r2):
+    """AR(2) coefficients from partial autocorrelations in (-1, 1) (Durbin-Levinson)."""
+    return r1 * (1 - r2), r2
+
+
+def ar_to_pacf(phi1, phi2):
+    """Inverse of :func:`pacf_to_ar`."""
+    return phi1 / (1 - phi2), phi2
+
+
+# --- unconstrained coordinates -------------------------------------------------------
+
+def constrain(theta) -> TrendCycleParams:
+    """Natural parameters from ``theta`` (5,) in R^5: logs of the three standard
+    deviations and ``atanh`` of the two partial autocorrelations."""
+    r1, r2 = jnp.tanh(theta[3]), jnp.tanh(theta[4])
+    phi1, phi2 = pacf_to_ar(r1, r2)
+    return TrendCycleParams(*jnp.exp(theta[:3]), phi1, phi2)
+
+
+def unconstrain(p: TrendCycleParams):
+    """Inverse of :func:`constrain`: (5,) unconstrained coordinates."""
+    r1, r2 = ar_to_pacf(p.phi1, p.phi2)
+    return jnp.stack([jnp.log(p.sigma_level), jnp.log(p.sigma_slope),
+                      jnp.log(p.sigma_cycle), jnp.arctanh(r1), jnp.arctanh(r2)])
+
+
+def log_abs_det_jacobian(theta):
+    r"""log |det d(sigmas, phi1, phi2) / d theta|.
+
+    The map factors as theta -> (sigmas, r1, r2) -> (sigmas, phi1, phi2); the
+    first has Jacobian :math:`\prod \sigma_i \prod (1 - r_j^2)`, the second
+    :math:`|\partial(\phi_1, \phi_2) / \partial(r_1, r_2)| = 1 - r_2`.
+    """
+    r = jnp.tanh(theta[3:])
+    return jnp.sum(theta[:3]) + jnp.sum(jnp.log1p(-r**2)) + jnp.log1p(-r[1])
+
+
+# --- priors and posterior --------------------------------------------------------------
+
+def log_prior(p: TrendCycleParams):
+    """Log prior density of the natural parameters.
+
+    Half-normal priors with scales :data:`PRIOR_SCALES` on the three standard
+    deviations; partial autocorrelations ``r1, r2`` independent uniform on
+    (-1, 1), which puts a proper prior on the stationary region of
+    ``(phi1, phi2)`` with density ``1 / (4 (1 - phi2))``.
+    """
+    sigmas = jnp.stack([p.sigma_level, p.sigma_slope, p.sigma_cycle])
+    scales = jnp.asarray(PRIOR_SCALES)
+    half_normal = jnp.sum(0.5 * jnp.log(2 / jnp.pi) - jnp.log(scales)
+                          - 0.5 * (sigmas / scales) ** 2)
+    r1, r2 = ar_to_pacf(p.phi1, p.phi2)
+    stationary = (jnp.abs(r1) < 1) & (jnp.abs(r2) < 1)
+    ar_part = jnp.where(stationary, -jnp.log(4.0) - jnp.log(1 - p.phi2), -jnp.inf)
+    return half_normal + ar_part
+
+
+def sample_prior(key, shape=()):
+    """Draws of the natural parameters from :func:`log_prior`, each leaf of ``shape``."""
+    k_s, k_r = jax.random.split(key)
+    sigmas = jnp.abs(jax.random.normal(k_s, shape + (3,))) * jnp.asarray(PRIOR_SCALES)
+    r = jax.random.uniform(k_r, shape + (2,), minval=-1.0, maxval=1.0)
+    phi1, phi2 = pacf_to_ar(r[..., 0], r[..., 1])
+    return TrendCycleParams(sigmas[..., 0], sigmas[..., 1], sigmas[..., 2], phi1, phi2)
+
+
+def log_posterior(theta, y_first, y):
+    """Unnormalised log posterior density of ``theta`` (5,), unconstrained coordinates."""
+    p = constrain(theta)
+    return log_prior(p) + log_abs_det_jacobian(theta) + loglik(p, y_first, y)
+
+
+# --- NUTS with window adaptation, several chains under vmap ----------------------------
+
+class NUTSRun(NamedTuple):
+    """Output of :func:`run_nuts`.
+
+    Attributes:
+        samples: (C, S, d) draws in the coordinates of the log density.
+        grad_evals: () total leapfrog steps (gradient evaluations), warmup included.
+        warmup_grad_evals: () the part of ``grad_evals`` spent in warmup.
+        divergences: (C,) divergent transitions after warmup, per chain.
+        step_size: (C,) adapted step sizes.
+        inverse_mass_matrix: (C, d) adapted diagonal inverse mass matrices.
+        acceptance_rate: (C,) mean acceptance statistic after warmup.
+    """
+
+    samples: jax.Array
+    grad_evals: jax.Array
+    warmup_grad_evals: jax.Array
+    divergences: jax.Array
+    step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+    acceptance_rate: jax.Array
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "num_warmup", "num_samples"))
+def run_nuts(logdensity_fn: Callable, key, initial_positions, *, num_warmup: int = 1000,
+             num_samples: int = 1000) -> NUTSRun:
+    """Run NUTS chains in parallel with ``jax.vmap``, each with its own window adaptation.
+
+    Args:
+        logdensity_fn: ``theta (d,) -> ()`` unnormalised log density (a pure JAX
+            function; hashable, since it is a static argument).
+        key: a ``jax.random`` key; chain ``c`` uses ``split(key, C)[c]``.
+        initial_positions: (C, d) starting points, one row per chain.
+        num_warmup, num_samples: warmup (adaptation) steps and kept draws per chain.
+
+    Returns:
+        A :class:`NUTSRun`.
+    """
+    import blackjax
+
+    if initial_positions.ndim != 2:
+        raise ValueError(
+            f"initial_positions must have shape (C, d), got {initial_positions.shape}")
+
+    def one_chain(key, position):
+        k_warm, k_draw = jax.random.split(key)
+        warmup = blackjax.window_adaptation(blackjax.nuts, logdensity_fn)
+        (state, parameters), warm_info = warmup.run(k_warm, position, num_steps=num_warmup)
+        kernel = blackjax.nuts(logdensity_fn, **parameters)
+
+        def step(state, key):
+            state, info = kernel.step(key, state)
+            return state, (state.position, info.num_integration_steps,
+                           info.is_divergent, info.acceptance_rate)
+
+        _, (draws, n_steps, divergent, accept) = jax.lax.scan(
+            step, state, jax.random.split(k_draw, num_samples))
+        warm_steps = jnp.sum(warm_info.info.num_integration_steps)
+        return (draws, warm_steps, jnp.sum(n_steps), jnp.sum(divergent),
+                parameters["step_size"], parameters["inverse_mass_matrix"], jnp.mean(accept))
+
+    keys = jax.random.split(key, initial_positions.shape[0])
+    draws, warm, sampling, div, eps, imm, acc = jax.vmap(one_chain)(keys, initial_positions)
+    return NUTSRun(draws, jnp.sum(warm) + jnp.sum(sampling), jnp.sum(warm), div, eps, imm, acc)
