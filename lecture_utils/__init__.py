@@ -2,12 +2,19 @@
 
 Importing the package turns on float64 in JAX (``jax_enable_x64``): every
 derivative in the lectures is checked against finite differences and closed
-forms, which needs double precision.
+forms, which needs double precision. It also turns on JAX's persistent
+compilation cache (see :mod:`lecture_utils.compile_cache`; off with
+``LECTURE_UTILS_NO_CACHE=1``), so that a program compiled once, in a test run,
+a book build or a notebook, is not compiled again in the next process.
 """
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
+
+from lecture_utils.compile_cache import enable_persistent_cache  # noqa: E402
+
+enable_persistent_cache()
 
 from lecture_utils.simulation import LSSModel, simulate_lss, simulate_ssm  # noqa: E402
 
