@@ -10,9 +10,12 @@ Values equal the library routines' to rounding (see tests/test_small_linalg.py).
 Every routine also accepts *trailing batch axes*: a ``(n, k, B)`` array is B
 matrices stored batch-last, so that each "scalar" operation above runs over B
 contiguous numbers, which XLA vectorises (see :mod:`lecture_utils.kalman.batch`).
+The exception is :func:`solve`, used by the parallel filter, which takes
+*leading* batch axes, as ``jnp.linalg.solve`` does.
 """
 
 import jax.numpy as jnp
+from jax import lax
 
 MAX_UNROLLED_M = 6  # beyond this, trace size grows as M^3: use the library routines
 MAX_BROADCAST_PRODUCT = 1000  # n * k * m above which a real dot is faster (N >= 16 or so)
@@ -101,26 +104,37 @@ def solve_lower_transpose(L, b):
 
 
 def solve(A, B):
-    """Solve ``A X = B`` for small n: Gaussian elimination with partial pivoting.
+    """Solve ``A X = B``: Gaussian elimination with partial pivoting, for small n.
 
-    ``A`` is (..., n, n) and ``B`` (..., n, k), with leading batch axes. The
-    elimination is unrolled at trace time into elementwise operations (the
-    pivot is chosen per batch element with ``argmax`` and selects), so XLA
-    makes no LAPACK call. For n above MAX_UNROLLED_M use ``jnp.linalg.solve``.
+    ``A`` is (..., n, n) and ``B`` (..., n, k), with leading batch axes (the
+    pivot is chosen per batch element). The elimination and the back
+    substitution are ``lax.fori_loop`` s over the n columns, so the program is
+    the same size for every n and makes no LAPACK call (with jaxlib 0.10.2, a
+    LAPACK solve inside the parallel filter sometimes stalled XLA:CPU's
+    runtime for good at T >= 4,000).
     """
     n = A.shape[-1]
-    rows = [jnp.concatenate([A[..., i, :], B[..., i, :]], axis=-1) for i in range(n)]
-    for j in range(n):
-        pivot_at = jnp.argmax(jnp.stack([jnp.abs(r[..., j]) for r in rows[j:]], axis=-1), -1)
-        chosen = [(pivot_at == i)[..., None] for i in range(n - j)]
-        pivot_row = sum(jnp.where(c, r, 0.0) for c, r in zip(chosen, rows[j:]))
-        # Swap: the pivot row moves to position j, and row j to where the pivot was.
-        rows[j + 1:] = [jnp.where(c, rows[j], r) for c, r in zip(chosen[1:], rows[j + 1:])]
-        rows[j] = pivot_row
-        for i in range(j + 1, n):
-            rows[i] = rows[i] - (rows[i][..., j] / rows[j][..., j])[..., None] * rows[j]
-    X = [None] * n
-    for i in reversed(range(n)):
-        rhs = rows[i][..., n:] - sum(rows[i][..., k, None] * X[k] for k in range(i + 1, n))
-        X[i] = rhs / rows[i][..., i, None]
-    return jnp.stack(X, axis=-2)
+    aug = jnp.concatenate([A, B], axis=-1)
+    rows = jnp.arange(n)
+
+    def eliminate(j, aug):
+        col = aug[..., :, j]
+        p = jnp.argmax(jnp.where(rows >= j, jnp.abs(col), -1.0), axis=-1)[..., None]
+        row_p = jnp.take_along_axis(aug, p[..., None], axis=-2)  # (..., 1, n + k)
+        row_j = lax.dynamic_slice_in_dim(aug, j, 1, axis=-2)
+        aug = jnp.where((rows == p)[..., None], row_j, aug)
+        aug = jnp.where((rows == j)[..., None], row_p, aug)
+        factor = jnp.where(rows > j, aug[..., :, j] / row_p[..., 0, j][..., None], 0.0)
+        return aug - factor[..., None] * row_p
+
+    aug = lax.fori_loop(0, n, eliminate, aug)
+    U, Y = aug[..., :n], aug[..., n:]
+
+    def substitute(i, X):
+        j = n - 1 - i
+        U_j = lax.dynamic_slice_in_dim(U, j, 1, axis=-2)[..., 0, :]  # (..., n)
+        rhs = lax.dynamic_slice_in_dim(Y, j, 1, axis=-2)[..., 0, :] - jnp.einsum("...i,...ik->...k", jnp.where(rows > j, U_j, 0.0), X)
+        x_j = rhs / U_j[..., j][..., None]
+        return jnp.where((rows == j)[..., None], x_j[..., None, :], X)
+
+    return lax.fori_loop(0, n, substitute, jnp.zeros_like(Y))

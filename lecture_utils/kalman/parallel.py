@@ -1,4 +1,4 @@
-r"""The Kalman filter as an associative scan (Särkkä and García-Fernández, 2021).
+r"""The Kalman filter as a parallel scan (Särkkä and García-Fernández, 2021).
 
 The sequential filter needs T steps one after the other. Särkkä and
 García-Fernández write step t as an *element* that maps the filtered
@@ -11,14 +11,22 @@ form that can be composed before :math:`x_t`'s distribution is known:
     p(y_t \mid x_t) \propto N_I(x_t;\, \eta_t, J_t),
 
 where :math:`N_I` is a Gaussian in information form. Composing two elements is
-associative, so ``jax.lax.associative_scan`` combines all T of them in
-O(log T) rounds of independent work: span O(log T) on an accelerator, but
-several times the arithmetic of the sequential filter (each combination
-solves N x N systems), so on a CPU it is slower (see
-``benchmarks/results/kalman.md``). The first element conditions on the prior,
-so the scan's outputs are the filtered moments themselves; innovations, gains and the
-log-likelihood then follow for all t at once from the shared step functions of
+associative, so all T prefixes can be computed with about 2T compositions
+done in far fewer than T sequential rounds. :func:`blocked_scan` cuts the T
+elements into about sqrt(T) blocks and needs about 2 sqrt(T) rounds, each a
+vectorised batch of about sqrt(T) compositions. (``jax.lax.associative_scan``
+needs only 2 log2(T) rounds, but it traces the composition anew at each
+level: with it this program took over a minute to compile at T = 10^5, and
+about 3 s this way, whatever T.) Each composition solves N x N systems
+where a sequential step does a few small products, so on a CPU this filter
+is several times slower than the sequential one (see
+``benchmarks/results/kalman.md``); the short span is for accelerators. The
+first element conditions on the prior, so the scan's outputs are the
+filtered moments themselves; innovations, gains and the log-likelihood then
+follow for all t at once from the shared step functions of
 :mod:`lecture_utils.kalman._steps`, exactly as in the sequential filter.
+The N x N solves are :func:`lecture_utils.kalman._linalg.solve`, small
+loops with no LAPACK call.
 
 Missing entries of ``y`` (NaN) enter each element through the same masking
 as the sequential filter's. Two differences from it: each element needs
@@ -26,11 +34,6 @@ as the sequential filter's. Two differences from it: each element needs
 nonzero ``jitter`` scales the diagonal of that matrix rather than of the
 filter's :math:`S_t`, so with ``jitter > 0`` the two methods differ by
 O(jitter); with ``jitter=0`` they agree to rounding.
-
-For N <= 6 the N x N solves are unrolled elimination (``_linalg.solve``)
-rather than LAPACK calls: faster here, and with jaxlib 0.10.2 the LAPACK
-version of this program sometimes stalled XLA:CPU's runtime for good (every
-thread idle) at T >= 4,000.
 """
 
 import jax
@@ -60,7 +63,7 @@ def _elements(model, mu0, Sigma0, y, jitter):
     A, C, G, H = model
     N, M = A.shape[0], G.shape[0]
     Q, R = C @ C.T, H @ H.T
-    solve = sl.solve if M <= sl.MAX_UNROLLED_M else jnp.linalg.solve
+    solve = sl.solve
 
     def element(y_t):
         """Condition x_{t+1} ~ N(A x_t, Q) on the observed entries of y_t, as a function of x_t."""
@@ -88,7 +91,7 @@ def _combine(earlier, later):
     F1, b1, C1, eta1, J1 = earlier
     F2, b2, C2, eta2, J2 = later
     N = F1.shape[-1]
-    solve = sl.solve if N <= sl.MAX_UNROLLED_M else jnp.linalg.solve
+    solve = sl.solve
     I_CJ = jnp.eye(N) + C1 @ J2
     # (I + C1 J2)^T = I + J2 C1, as C and J are symmetric.
     F2_W = _mT(solve(_mT(I_CJ), _mT(F2)))  # F2 (I + C1 J2)^{-1}
@@ -101,6 +104,50 @@ def _combine(earlier, later):
     return F, b, C, eta, J
 
 
+def _identity(elements):
+    """The neutral element: ``combine(identity, e) == combine(e, identity) == e``."""
+    F, b, C, eta, J = (x[0] for x in elements)
+    return jnp.eye(F.shape[-1]), jnp.zeros_like(b), jnp.zeros_like(C), jnp.zeros_like(eta), \
+        jnp.zeros_like(J)
+
+
+def blocked_scan(combine, elements):
+    """Inclusive scan of ``elements`` (leading axis T) under an associative ``combine``.
+
+    The T elements are cut into about sqrt(T) blocks of about sqrt(T) (the
+    last padded with the neutral element). A ``lax.scan`` runs along all
+    blocks at once, a second along the block totals, and one vectorised
+    ``combine`` joins each block's prefix to the total of the blocks before
+    it: about 2T combinations, as ``lax.associative_scan``, in a span of about
+    2 sqrt(T) vectorised steps instead of 2 log2(T). ``combine`` is traced
+    three times whatever T, where ``lax.associative_scan`` traces it at every
+    level: compile time stays flat in T.
+    """
+    T = elements[0].shape[0]
+    n_blocks = max(1, round(np.sqrt(T)))
+    length = -(-T // n_blocks)
+    identity = _identity(elements)
+    pad = n_blocks * length - T
+    blocks = [jnp.concatenate([x, jnp.broadcast_to(e, (pad,) + e.shape)]).reshape(
+        (n_blocks, length) + x.shape[1:]) for x, e in zip(elements, identity)]
+
+    def along(carry, element):
+        carry = combine(carry, element)
+        return carry, carry
+
+    start = tuple(jnp.broadcast_to(e, (n_blocks,) + e.shape) for e in identity)
+    totals, prefixes = lax.scan(along, start, [jnp.swapaxes(x, 0, 1) for x in blocks])
+
+    def before(carry, total):
+        return combine(carry, total), carry
+
+    _, offsets = lax.scan(before, identity, totals)
+    joined = combine(*(tuple(jnp.broadcast_to(x[:, None], (n_blocks, length) + x.shape[1:])
+                             for x in offsets),
+                       tuple(jnp.swapaxes(x, 0, 1) for x in prefixes)))
+    return [x.reshape((n_blocks * length,) + x.shape[2:])[:T] for x in joined]
+
+
 @jax.jit
 def kalman_filter_parallel(model, mu0, Sigma0, y, jitter):
     """The filter's outputs, in :class:`~lecture_utils.kalman.KalmanResult`'s order.
@@ -109,7 +156,7 @@ def kalman_filter_parallel(model, mu0, Sigma0, y, jitter):
     """
     A, C, G, H = model
     Sigma0 = _sym(Sigma0)
-    _, mu, Sigma, _, _ = lax.associative_scan(_combine, _elements(model, mu0, Sigma0, y, jitter))
+    _, mu, Sigma, _, _ = blocked_scan(_combine, _elements(model, mu0, Sigma0, y, jitter))
     mu = jnp.concatenate([mu0[None], mu])
     Sigma = jnp.concatenate([Sigma0[None], Sigma])
 
