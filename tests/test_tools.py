@@ -1,4 +1,11 @@
-"""gradcheck, optim and timing: the checks must pass on right answers and fail on wrong ones."""
+"""gradcheck, optim, timing and the compilation cache: the checks must pass on right answers and fail on wrong ones."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
 
 import jax
 import jax.numpy as jnp
@@ -64,9 +71,166 @@ def test_lbfgs_matches_scipy_on_rosenbrock():
     assert result.grad_norm < 1e-9 and 0 < result.iterations < 1000
 
 
+def test_lbfgs_finds_the_minimiser_of_a_quadratic_over_a_pytree():
+    # f = 1/2 (x - b)' Q (x - b) + 7 over x = (a (2,), m (2, 2)): minimiser b, minimum 7.
+    rng = np.random.default_rng(3)
+    R = rng.normal(size=(6, 6))
+    Q, b = R @ R.T + 0.5 * np.eye(6), rng.normal(size=6)
+
+    def f(p):
+        x = jnp.concatenate([p["a"], p["m"].ravel()])
+        return 0.5 * (x - b) @ Q @ (x - b) + 7.0
+
+    result = lbfgs_minimize(f, {"a": jnp.zeros(2), "m": jnp.zeros((2, 2))}, tol=1e-10)
+    np.testing.assert_allclose(result.params["a"], b[:2], atol=1e-9)
+    np.testing.assert_allclose(result.params["m"], b[2:].reshape(2, 2), atol=1e-9)
+    np.testing.assert_allclose(result.value, 7.0, rtol=1e-14)
+    assert result.params["m"].shape == (2, 2) and result.grad_norm < 1e-10
+    reference = scipy.optimize.minimize(lambda x: 0.5 * (x - b) @ Q @ (x - b) + 7.0, np.zeros(6),
+                                        jac=lambda x: Q @ (x - b), method="BFGS", tol=1e-12)
+    np.testing.assert_allclose(result.params["a"], reference.x[:2], atol=1e-7)
+
+
+def test_lbfgs_backs_off_from_infeasible_points():
+    # -log(x) - log(1 - x) is +inf (here: nan -> inf) outside (0, 1); minimum at 1/2.
+    f = lambda x: jnp.where((x > 0) & (x < 1), -jnp.log(x) - jnp.log1p(-x), jnp.inf).sum()
+    result = lbfgs_minimize(f, jnp.array([0.9, 0.05]))
+    np.testing.assert_allclose(result.params, [0.5, 0.5], atol=1e-9)
+    with pytest.raises(ValueError, match="not finite at init_params"):
+        lbfgs_minimize(f, jnp.array([2.0]))
+
+
+class CompileEvents:
+    """Counts JAX's compilation monitoring events while active."""
+
+    def __init__(self):
+        self.counts = Counter()
+        jax.monitoring.register_event_listener(self._event)
+        jax.monitoring.register_event_duration_secs_listener(self._duration)
+
+    def _event(self, name, **kwargs):
+        self.counts[name] += 1
+
+    def _duration(self, name, duration, **kwargs):
+        self.counts[name] += 1
+
+    def close(self):
+        jax.monitoring.unregister_event_listener(self._event)
+        jax.monitoring.unregister_event_duration_listener(self._duration)
+
+    def backend_compiles(self):
+        return self.counts["/jax/core/compile/backend_compile_duration"]
+
+
+def test_lbfgs_does_not_recompile_the_same_objective():
+    traces = []
+
+    def f(p):
+        traces.append(p.shape)  # runs only while JAX traces f
+        return jnp.sum((p - jnp.arange(p.shape[0])) ** 2)
+
+    first = lbfgs_minimize(f, jnp.zeros(3))
+    events = CompileEvents()
+    try:
+        again = lbfgs_minimize(f, jnp.ones(3))
+        assert traces == [(3,)] and events.backend_compiles() == 0
+        # The counters do see a new shape: the check above can fail.
+        lbfgs_minimize(f, jnp.zeros(4))
+        assert traces == [(3,), (4,)] and events.backend_compiles() >= 1
+    finally:
+        events.close()
+    np.testing.assert_allclose(first.params, again.params, atol=1e-9)
+
+
 def test_timing_helpers_return_positive_times_and_bytes():
     x = jnp.ones((50, 50))
     t = time_jitted(lambda x: x @ x, x, repeat=3, min_sample_s=1e-3)
     assert t.compile_s > 0 and t.run_s > 0 and t.samples == 3
     assert time_python(np.dot, np.ones(3), np.ones(3), repeat=3, min_sample_s=1e-3) > 0
     assert compiled_temp_bytes(lambda x: (x @ x) @ x, x) >= 0
+
+
+def run_python(code, env_extra, tmp_path):
+    """Run ``code`` in a fresh interpreter; return the JSON it prints last."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_COMPILATION_CACHE", "LECTURE_UTILS_", "JAX_ENABLE_COMPILATION"))}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path / "home"), **env_extra)
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+CACHE_PROBE = """
+    import json
+    from collections import Counter
+    import jax
+    counts = Counter()
+    jax.monitoring.register_event_listener(lambda name, **kw: counts.update([name]))
+    import lecture_utils
+    from lecture_utils.compile_cache import cache_dir
+    import jax.numpy as jnp
+    f = jax.jit(lambda x: jnp.cumsum(jnp.sin(x) ** 2))
+    f(jnp.linspace(0.0, 1.0, 11)).block_until_ready()
+    print(json.dumps({"dir": cache_dir(), "hits": counts["/jax/compilation_cache/cache_hits"]}))
+"""
+
+
+def files_in(path):
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+def test_compilation_cache_default_dir_and_reuse_across_processes(tmp_path):
+    default = tmp_path / "xdg" / "lecture_utils" / "jax"
+    first = run_python(CACHE_PROBE, {}, tmp_path)
+    assert first["dir"] == str(default) and first["hits"] == 0
+    written = files_in(default)
+    assert any(name.startswith("jit_") for name in written)
+    second = run_python(CACHE_PROBE, {}, tmp_path)
+    assert second["hits"] >= 1 and files_in(default) == written  # read, nothing new
+
+
+def test_compilation_cache_respects_the_environment(tmp_path):
+    mine = tmp_path / "mine"
+    chosen = run_python(CACHE_PROBE, {"JAX_COMPILATION_CACHE_DIR": str(mine)}, tmp_path)
+    assert chosen["dir"] == str(mine) and files_in(mine)
+    off = run_python(CACHE_PROBE, {"LECTURE_UTILS_NO_CACHE": "1"}, tmp_path)
+    assert off["dir"] is None and not files_in(tmp_path / "xdg" / "lecture_utils" / "jax")
+    empty = run_python(CACHE_PROBE, {"JAX_COMPILATION_CACHE_DIR": ""}, tmp_path)
+    assert empty["dir"] is None and not files_in(tmp_path / "xdg" / "lecture_utils" / "jax")
+
+
+def test_time_jitted_compiles_for_real_despite_the_persistent_cache(tmp_path):
+    code = """
+        import json
+        from collections import Counter
+        import jax
+        counts = Counter()
+        jax.monitoring.register_event_listener(lambda name, **kw: counts.update([name]))
+        jax.monitoring.register_event_duration_secs_listener(
+            lambda name, secs, **kw: counts.update([name]))
+        import lecture_utils
+        import jax.numpy as jnp
+        from lecture_utils.timing import time_jitted
+
+        def f(x):
+            return jax.lax.scan(lambda c, a: (jnp.sin(c) * a + c, c), 0.0, x)[1].sum()
+
+        x = jnp.linspace(0.0, 1.0, 7)
+        jax.jit(f).lower(x).compile()  # compiled, and written to the cache
+        jax.clear_caches()
+        jax.jit(f).lower(x).compile()  # read back from the cache
+        hits_before = counts["/jax/compilation_cache/cache_hits"]
+        compiles_before = counts["/jax/core/compile/backend_compile_duration"]
+        t = time_jitted(f, x, repeat=3, min_sample_s=1e-3)
+        print(json.dumps({
+            "hits_before": hits_before,
+            "hits_in_timing": counts["/jax/compilation_cache/cache_hits"] - hits_before,
+            "compiles_in_timing": counts["/jax/core/compile/backend_compile_duration"]
+                                  - compiles_before,
+            "compile_s": t.compile_s}))
+    """
+    out = run_python(code, {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}, tmp_path)
+    assert out["hits_before"] == 1  # the cache is on and holds f ...
+    assert out["hits_in_timing"] == 0 and out["compiles_in_timing"] == 1  # ... yet XLA compiled
+    assert out["compile_s"] > 0
