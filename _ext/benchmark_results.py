@@ -3,12 +3,13 @@
 ``benchmarks/`` is outside the book's sources (it is in ``exclude_patterns``):
 its scripts are not run by the build. Their committed output is:
 ``benchmarks/results/<name>.md`` (a Markdown table with a ``#`` title),
-optionally ``<name>.csv`` (the raw numbers) and ``<name>*.png`` (figures).
+optionally ``<name>*.csv`` (the raw numbers) and ``<name>*.png`` (figures).
 
 When Sphinx reads the page ``appendix/benchmarks``, this extension appends to
 its source one section per results file that exists, in the order of ORDER and
-then alphabetically: the file itself through MyST's ``{include}`` (its title
-becomes the section heading), its figures, a download link to its CSV, and
+then alphabetically: the file's title as the heading, its figures, the rest of
+the file through MyST's ``{include}`` (tables in a compact font, see
+``static/benchmark_results.css``), download links to its CSV files, and
 the script that wrote it (``benchmarks/bench_<name>.py``) and the date the
 file was last committed (from git, when the book is built from a full clone). Results added later by a new benchmark appear without editing
 the page, and nothing is re-run at build time.
@@ -52,32 +53,47 @@ def results_files(srcdir: Path) -> list[Path]:
 
 
 def results_myst(srcdir: Path) -> str:
-    """MyST source for every results file, as seen from ``appendix/``."""
+    """MyST source for every results file, as seen from ``appendix/``.
+
+    Each section: the file's ``#`` title as a heading, its figures (the summary
+    first), the rest of the file, and where it came from.
+    """
     blocks = []
     for table in results_files(srcdir):
         rel = f"../{RESULTS}"
         text = table.read_text(encoding="utf-8")
-        block = []
-        if not text.lstrip().startswith("# "):
-            block += [f"## {table.stem}", ""]
-        block += [f"```{{include}} {rel}/{table.name}", ":heading-offset: 1", "```", ""]
+        lines = text.splitlines()
+        start = next((i for i, line in enumerate(lines) if line.strip()), 0)
+        first = lines[start] if lines else ""
+        titled = first.startswith("# ")
+        block = [f"## {first[2:].strip() if titled else table.stem}", ""]
         for figure in sorted(table.parent.glob(f"{table.stem}*.png")):
             if figure.name not in text:
                 block += [f"```{{image}} {rel}/{figure.name}",
                           f":alt: {figure.stem.replace('_', ' ')} (from {RESULTS}/{figure.name})",
                           ":width: 100%", "```", ""]
+        block += [f"```{{include}} {rel}/{table.name}", ":heading-offset: 1"]
+        if titled:
+            block += [f":start-line: {start + 1}"]
+        block += ["```", ""]
         path = f"{RESULTS}/{table.name}"
         script = srcdir / "benchmarks" / f"bench_{table.stem}.py"
         source = f"`{path}`" + (f", written by `benchmarks/{script.name}`" if script.exists() else "")
         source += f", {committed_on(srcdir, path)}."
-        csv = table.with_suffix(".csv")
-        if csv.exists():
-            source += f" Raw numbers: {{download}}`{csv.name} <{rel}/{csv.name}>`."
+        csvs = sorted(table.parent.glob(f"{table.stem}*.csv"))
+        if csvs:
+            source += " Raw numbers: " + ", ".join(
+                f"{{download}}`{csv.name} <{rel}/{csv.name}>`" for csv in csvs) + "."
         block += [f"*From {source}*", ""]
         blocks.append("\n".join(block))
     if not blocks:
         return f"\nNo results are committed in `{RESULTS}/` yet.\n"
     return "\n" + "\n".join(blocks)
+
+
+def _add_stylesheet(app, config):
+    config.html_static_path.append(str(Path(__file__).parent / "static"))
+    app.add_css_file("benchmark_results.css")
 
 
 def _append_results(app, docname, source):
@@ -89,5 +105,6 @@ def _append_results(app, docname, source):
 
 
 def setup(app):
+    app.connect("config-inited", _add_stylesheet)
     app.connect("source-read", _append_results)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -8,6 +8,7 @@ The browser tests skip when no Chromium is installed (apt-get install chromium).
 from __future__ import annotations
 
 import functools
+import html
 import http.server
 import importlib.machinery
 import importlib.util
@@ -185,12 +186,15 @@ def test_offline_check_skips_without_a_browser(monkeypatch, capsys):
 
 def test_every_results_file_is_on_the_benchmarks_page(site):
     page = (site / "appendix" / "benchmarks.html").read_text()
+    text = html.unescape(re.sub(r"<[^>]+>", "", page)).replace("\u2019", "'")  # smart quotes
     results = benchmark_results.results_files(ROOT)
     assert [p.stem for p in results][:1] == ["kalman"]
     for table in results:
         title = table.read_text().lstrip().splitlines()[0].removeprefix("# ")
-        assert title.replace("&", "&amp;") in page, title
-        assert f"benchmarks/results/{table.name}" in page
+        assert title in text, title
+        assert f"benchmarks/results/{table.name}" in text
+    for csv in (ROOT / "benchmarks" / "results").glob("*.csv"):
+        assert re.search(rf'href="\.\./_downloads/\w+/{re.escape(csv.name)}"', page), csv.name
     for figure in (ROOT / "benchmarks" / "results").glob("*.png"):
         assert (site / "_images" / figure.name).is_file()
         assert f"_images/{figure.name}" in page
