@@ -169,7 +169,10 @@ def _adjoint(model, y, jitter, res, *, gradients):
 
     Returns ``(lambda_0, Omega_0)`` (derivatives w.r.t. ``mu0`` and ``Sigma0``),
     the derivatives w.r.t. the predicted moments at every step, and, if
-    ``gradients``, ``(A_bar, Q_bar, G_bar, R_bar, y_bar)``.
+    ``gradients``, ``(A_bar, Q_bar, G_bar, R_bar, y_bar)``. Without
+    ``gradients`` (the smoother), the jitter is held fixed at the value the
+    filter added to each ``S_t``, as a known addition to ``HH'``, so that the
+    smoothed moments are those of the model the filter conditioned on.
     """
     A, _, G, _ = model
     Q, R = _noise_covariances(model)
@@ -185,7 +188,8 @@ def _adjoint(model, y, jitter, res, *, gradients):
         Kt_lam = sl.matvec(Kt, lam)
         Z = 0.5 * (_outer(u, u) - S_inv)
         R_eff_bar = Z + sl.matmul(Kt, Om_K) - symmetrize(_outer(Kt_lam, u))
-        E = jitter * jnp.diag(mask * jnp.diag(R_eff_bar))  # through the relative jitter
+        # The relative jitter depends on Sigma_hat, G and R through diag(S_t).
+        E = jitter * jnp.diag(mask * jnp.diag(R_eff_bar)) if gradients else jnp.zeros_like(Z)
         return mask, G_t, Kt, Om_K, Kt_lam, Z, R_eff_bar, E
 
     def step(carry, inputs):
