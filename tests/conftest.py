@@ -1,17 +1,13 @@
+"""Fixtures shared by the tests. Shared helper *functions* live in ``helpers.py``
+(``from helpers import ...``): pytest puts this folder on ``sys.path``, and a
+conftest is not meant to be imported."""
+
 import jax
 import numpy as np
 import pytest
 
 import lecture_utils  # noqa: F401  (enables float64)
-from lecture_utils.simulation import LSSModel
-
-
-def random_lss(rng: np.random.Generator, N=3, K=2, M=2, L=2, radius=0.9) -> LSSModel:
-    """A random stable LSS model with spectral radius ``radius``."""
-    A = rng.normal(size=(N, N))
-    A *= radius / np.max(np.abs(np.linalg.eigvals(A)))
-    return LSSModel(A, 0.3 * rng.normal(size=(N, K)), rng.normal(size=(M, N)),
-                    0.2 * rng.normal(size=(M, L)) + 0.2 * np.eye(M, L))
+from helpers import random_lss  # noqa: F401  (re-exported for test_simulation.py until it imports helpers)
 
 
 @pytest.fixture
