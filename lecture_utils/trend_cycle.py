@@ -26,6 +26,7 @@ from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
+import blackjax
 import jax.numpy as jnp
 import numpy as np
 
@@ -222,8 +223,8 @@ class NUTSRun(NamedTuple):
         warmup_grad_evals: () the part of ``grad_evals`` spent in warmup.
         divergences: (C,) divergent transitions after warmup, per chain.
         step_size: (C,) adapted step sizes.
-        inverse_mass_matrix: (C, d) adapted diagonal inverse mass matrices.
-        acceptance_rate: (C,) mean acceptance statistic after warmup.
+        inverse_mass_matrix: (C, d, d) or (C, d) adapted inverse mass matrices.
+        steps: (C, S) leapfrog steps of each transition after warmup.
     """
 
     samples: jax.Array
@@ -232,13 +233,37 @@ class NUTSRun(NamedTuple):
     divergences: jax.Array
     step_size: jax.Array
     inverse_mass_matrix: jax.Array
-    acceptance_rate: jax.Array
+    steps: jax.Array
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "num_warmup", "num_samples"))
-def run_nuts(logdensity_fn: Callable, key, initial_positions, *, num_warmup: int = 1000,
-             num_samples: int = 1000) -> NUTSRun:
-    """Run NUTS chains in parallel with ``jax.vmap``, each with its own window adaptation.
+def nuts_chain(logdensity_fn: Callable, key, position, num_warmup: int = 500,
+               num_samples: int = 1000, dense_mass: bool = True):
+    """One NUTS chain: Stan-style window adaptation, then ``num_samples`` draws.
+
+    Returns ``(draws (S, d), steps (S,), divergent (S,), warmup_steps (W,),
+    step_size, inverse_mass_matrix)``; ``steps`` counts the leapfrog steps
+    (gradient evaluations) of each transition.
+    """
+    k_warmup, k_sample = jax.random.split(key)
+    warmup = blackjax.window_adaptation(blackjax.nuts, logdensity_fn,
+                                        is_mass_matrix_diagonal=not dense_mass)
+    (state, tuned), warmup_info = warmup.run(k_warmup, position, num_steps=num_warmup)
+    nuts = blackjax.nuts(logdensity_fn, **tuned)
+
+    def one_step(state, key):
+        state, info = nuts.step(key, state)
+        return state, (state.position, info.num_integration_steps, info.is_divergent)
+
+    keys = jax.random.split(k_sample, num_samples)
+    _, (draws, steps, divergent) = jax.lax.scan(one_step, state, keys)
+    return (draws, steps, divergent, warmup_info.info.num_integration_steps,
+            tuned["step_size"], tuned["inverse_mass_matrix"])
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "num_warmup", "num_samples", "dense_mass"))
+def run_nuts(logdensity_fn: Callable, key, initial_positions, *, num_warmup: int = 500,
+             num_samples: int = 1000, dense_mass: bool = True) -> NUTSRun:
+    """Run :func:`nuts_chain` for several chains at once with ``jax.vmap``.
 
     Args:
         logdensity_fn: ``theta (d,) -> ()`` unnormalised log density (a pure JAX
@@ -246,33 +271,17 @@ def run_nuts(logdensity_fn: Callable, key, initial_positions, *, num_warmup: int
         key: a ``jax.random`` key; chain ``c`` uses ``split(key, C)[c]``.
         initial_positions: (C, d) starting points, one row per chain.
         num_warmup, num_samples: warmup (adaptation) steps and kept draws per chain.
+        dense_mass: adapt a dense inverse mass matrix (else a diagonal one).
 
     Returns:
         A :class:`NUTSRun`.
     """
-    import blackjax
-
-    if initial_positions.ndim != 2:
+    if jnp.ndim(initial_positions) != 2:
         raise ValueError(
-            f"initial_positions must have shape (C, d), got {initial_positions.shape}")
-
-    def one_chain(key, position):
-        k_warm, k_draw = jax.random.split(key)
-        warmup = blackjax.window_adaptation(blackjax.nuts, logdensity_fn)
-        (state, parameters), warm_info = warmup.run(k_warm, position, num_steps=num_warmup)
-        kernel = blackjax.nuts(logdensity_fn, **parameters)
-
-        def step(state, key):
-            state, info = kernel.step(key, state)
-            return state, (state.position, info.num_integration_steps,
-                           info.is_divergent, info.acceptance_rate)
-
-        _, (draws, n_steps, divergent, accept) = jax.lax.scan(
-            step, state, jax.random.split(k_draw, num_samples))
-        warm_steps = jnp.sum(warm_info.info.num_integration_steps)
-        return (draws, warm_steps, jnp.sum(n_steps), jnp.sum(divergent),
-                parameters["step_size"], parameters["inverse_mass_matrix"], jnp.mean(accept))
-
+            f"initial_positions must have shape (C, d), got {jnp.shape(initial_positions)}")
+    chain = partial(nuts_chain, logdensity_fn, num_warmup=num_warmup,
+                    num_samples=num_samples, dense_mass=dense_mass)
     keys = jax.random.split(key, initial_positions.shape[0])
-    draws, warm, sampling, div, eps, imm, acc = jax.vmap(one_chain)(keys, initial_positions)
-    return NUTSRun(draws, jnp.sum(warm) + jnp.sum(sampling), jnp.sum(warm), div, eps, imm, acc)
+    draws, steps, divergent, warm, eps, imm = jax.vmap(chain)(keys, initial_positions)
+    return NUTSRun(draws, jnp.sum(steps) + jnp.sum(warm), jnp.sum(warm),
+                   jnp.sum(divergent, axis=1), eps, imm, steps)
