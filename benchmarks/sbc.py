@@ -40,7 +40,7 @@ from lecture_utils.simulation import LSSModel  # noqa: E402
 from lecture_utils.trend_cycle import nuts_chain  # noqa: E402
 
 T_OBS = 50
-NUM_REPLICATIONS = 500
+NUM_REPLICATIONS = 1000
 CHUNK = 20
 NUM_CONTROL_REPLICATIONS = 300
 NUM_WARMUP = 200
