@@ -303,26 +303,21 @@ def fits(T, repeats, workdir, rows, notes):
                      "fit_min_s": min(fit), "fit_median_s": statistics.median(fit),
                      "process_min_s": min(proc), "process_median_s": statistics.median(proc),
                      "iterations": runs[0]["iterations"], "loglik_numpy": ll_numpy})
-    if sm:
-        gap = reference["ours, cold cache"] - reference["statsmodels VARMAX"]
-        notes.append(f"T = {T:,}: log-likelihood at our optimum minus at statsmodels' "
-                     f"(both by the NumPy filter, stationary prior): {gap:+.2e}.")
     return samples
 
 
 def breakdown_specs():
-    specs = []
-    for options in ("default", "lbfgs_minimize"):
-        for loglik in ("kalman_filter", "kalman_loglik"):
-            specs.append({"program": "while_loop", "T": 500, "loglik": loglik, "options": options})
-            for linalg in ("unrolled", "library"):
-                for N in (2, 5):
-                    specs.append({"program": "value_and_grad", "N": N, "T": 500, "loglik": loglik,
-                                  "linalg": linalg, "options": options})
-    for linalg in ("unrolled", "library"):
+    """Before (the whole optimisation as one program) and after, then what the filter costs."""
+    base = {"program": "value_and_grad", "N": 2, "T": 500, "linalg": "unrolled",
+            "options": "default"}
+    specs = [{"program": "while_loop", "T": 500, "loglik": "kalman_filter", "options": "default"}]
+    for loglik in ("kalman_filter", "kalman_loglik"):
+        specs.append({**base, "loglik": loglik})
+        specs.append({**base, "loglik": loglik, "options": "lbfgs_minimize"})
         for N in (2, 5):
-            specs.append({"program": "value", "N": N, "T": 500, "loglik": "kalman_filter",
-                          "linalg": linalg, "options": "default"})
+            if N == 5:
+                specs.append({**base, "loglik": loglik, "N": N})
+            specs.append({**base, "loglik": loglik, "N": N, "linalg": "library"})
     return specs
 
 
@@ -348,8 +343,15 @@ def write(rows, breakdown, notes, header):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    for T in sorted({int(r["T"]) for r in rows}):
+        ll = {r["implementation"]: float(r["loglik_numpy"]) for r in rows if int(r["T"]) == T}
+        if "statsmodels VARMAX" in ll:
+            notes.append(f"T = {T:,}: log-likelihood at our optimum minus at statsmodels' "
+                         f"(both by the NumPy filter, stationary prior): "
+                         f"{ll['ours, cold cache'] - ll['statsmodels VARMAX']:+.2e}.")
+    fields = list(dict.fromkeys(k for b in breakdown for k in b))
     with open(RESULTS / "mle_compile.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(breakdown[0]))
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(breakdown)
     lines = [
@@ -366,8 +368,11 @@ def write(rows, breakdown, notes, header):
         "process median | iterations | log-likelihood (NumPy filter) | fit median / statsmodels |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    sm = {r["T"]: r["fit_median_s"] for r in rows if r["implementation"].startswith("statsmodels")}
+    sm = {int(r["T"]): float(r["fit_median_s"]) for r in rows
+          if r["implementation"].startswith("statsmodels")}
     for r in rows:
+        r = {k: (v if k == "implementation" else float(v)) for k, v in r.items()}
+        r["T"], r["repeats"], r["iterations"] = int(r["T"]), int(r["repeats"]), int(r["iterations"])
         ratio = f"{r['fit_median_s'] / sm[r['T']]:.2f}" if r["T"] in sm else ""
         lines.append(
             f"| {r['T']:,} | {r['implementation']} | {r['repeats']} | {r['fit_min_s']:.2f} s | "
@@ -395,9 +400,10 @@ def write(rows, breakdown, notes, header):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--T", type=int, nargs="+", default=[500, 5000, 50000])
+    parser.add_argument("--T", type=int, nargs="*", default=[500, 5000, 50000],
+                        help="no values: keep the fits of the last mle.csv, redo the breakdown")
     parser.add_argument("--no-breakdown", action="store_true")
-    parser.add_argument("--breakdown-repeats", type=int, default=2)
+    parser.add_argument("--breakdown-repeats", type=int, default=1)
     args = parser.parse_args()
     load_before = os.getloadavg()
     started = datetime.datetime.now().astimezone()
@@ -423,6 +429,9 @@ def main():
             breakdown.append({**spec, **{k: best[k] for k in
                                          ("trace_s", "lower_s", "compile_s", "run_s", "hlo_chars")}})
             print(f"  {spec}: compile {best['compile_s']:.3f} s", flush=True)
+    if not args.T and (RESULTS / "mle.csv").exists():
+        with open(RESULTS / "mle.csv") as f:
+            rows = list(csv.DictReader(f))
     load_after = os.getloadavg()
     header = (f"Run {started:%Y-%m-%d %H:%M %Z} on {machine()}. Load average (1 min) "
               f"{load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end: a shared "
