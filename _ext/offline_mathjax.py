@@ -15,14 +15,22 @@ Only what the pages use is copied (the package holds 43 MB):
   asks for by URL relative to that file;
 * ``input/tex/extensions/*.js``: TeX packages that MathJax's ``autoload``
   fetches the first time a page uses one of their macros (``\\boldsymbol``,
-  ``\\cancel``, ``\\mathtools`` ...), about 0.5 MB;
+  ``\\cancel`` ...), about 0.5 MB;
+* ``a11y/*.js`` and the speech rules ``sre/mathmaps/*.json`` (4.3 MB): what
+  the context menu loads when a reader switches on *Accessibility > Explorer*
+  (formulas read aloud and explored step by step, in each of the menu's
+  languages). Without them the maths still shows, but the Explorer has
+  nothing to say;
 * ``LICENSE`` (Apache-2.0, which asks that redistributions carry it).
 
-Left out: the speech-rule engine and explorer (``sre/``, ``a11y/explorer``,
-4 MB) that only the menu's opt-in "Accessibility > Explorer" loads, the SVG
-output and the other combined components. ``tools/check-offline-math``
-proves the copy is enough: it loads built pages in headless Chromium with
-networking disabled and counts typeset formulas.
+Left out: the SVG output, the other combined components, the TypeScript and
+node sources: 6.4 MB is copied. ``tools/check-offline-math`` proves the copy
+is enough for the pages as they load: it opens built pages in headless
+Chromium with networking disabled and counts typeset formulas;
+``tests/test_site.py`` also checks that the Explorer speaks when the site is
+served. (Opened from disk, Chromium refuses MathJax's requests for the speech
+rules, as it would from a CDN copy: the Explorer needs the site served, e.g.
+``python -m http.server -d _build/html``.)
 """
 
 from importlib.util import find_spec
@@ -35,6 +43,8 @@ PATTERNS = (
     "tex-mml-chtml.js",
     "output/chtml/fonts/woff-v2/*.woff",
     "input/tex/extensions/*.js",
+    "a11y/*.js",
+    "sre/mathmaps/*.json",
 )
 
 

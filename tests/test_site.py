@@ -7,6 +7,7 @@ The browser tests skip when no Chromium is installed (apt-get install chromium).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import http.server
@@ -107,8 +108,9 @@ def test_mathjax_copy_is_what_the_pages_need_and_small():
     assert "tex-mml-chtml.js" in files
     assert len(fonts) >= 20 and fonts <= files
     assert "input/tex/extensions/boldsymbol.js" in files
+    assert {"a11y/explorer.js", "sre/mathmaps/en.json"} <= files
     size = sum((root / "es5" / f).stat().st_size for f in files)
-    assert size < 3e6, f"{size / 1e6:.1f} MB copied; the package holds 43 MB"
+    assert size < 7e6, f"{size / 1e6:.1f} MB copied; the package holds 43 MB"
 
 
 def test_config_loads_mathjax_from_the_site():
@@ -151,17 +153,50 @@ def test_offline_check_fails_without_a_tex_package(site, tmp_path):
     assert any("not typeset" in p for p in problems), problems
 
 
+@contextlib.contextmanager
+def web_server(folder):
+    """Serve ``folder`` on a free loopback port; yields (base URL, list of paths requested)."""
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requested.append(self.path)
+
+    handler = functools.partial(Handler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", requested
+    finally:
+        server.shutdown()
+
+
+@needs_chromium
+def test_accessibility_explorer_works_when_the_site_is_served(site, tmp_path):
+    """A reader who switched on the menu's Explorer: MathJax loads the speech rules from
+    the site, and every formula gets its spoken form (empty without them)."""
+    copy = shutil.copytree(site, tmp_path / "html")
+    setting = "<script>window.MathJax.options.menuOptions = {settings: {explorer: true}};</script>"
+    (copy / "explorer.html").write_text((copy / "intro.html").read_text().replace(
+        '<script defer="defer" src="_static/mathjax', setting + '<script defer="defer" src="_static/mathjax'))
+    browser = check_offline_math.find_browser()
+    with web_server(copy) as (base, requested):
+        text = check_offline_math.dump_dom(browser, f"{base}/explorer.html", 120, offline=False)
+    dom = check_offline_math.scan(text)
+    assert dom.math == dom.typeset == 2
+    assert "/_static/mathjax/a11y/explorer.js" in requested
+    assert "/_static/mathjax/sre/mathmaps/en.json" in requested
+    spoken = re.findall(r'<mjx-container[^>]*\baria-label="([^"]*)"', text)
+    assert len(spoken) == 2 and spoken[0].startswith("x Subscript t plus 1"), spoken
+
+
 @needs_chromium
 def test_offline_check_really_has_no_network(site, tmp_path):
     """MathJax's components fetched from a live local web server: fine with the network,
     not under the check (even loopback is cut off)."""
     copy = shutil.copytree(site, tmp_path / "html")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(copy))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        served = f"http://127.0.0.1:{server.server_port}/_static/mathjax"
+    with web_server(copy) as (base, _):
+        served = f"{base}/_static/mathjax"
         page = copy / "remote.html"
         config = (f'<script>window.MathJax = Object.assign(window.MathJax || {{}}, '
                   f'{{loader: {{paths: {{mathjax: "{served}"}}}}}});</script>')
@@ -172,8 +207,6 @@ def test_offline_check_really_has_no_network(site, tmp_path):
         assert online.math == online.typeset == 2  # the control: served components work
         problems = check_offline_math.check_page(browser, page, 120)
         assert any("not typeset" in p for p in problems), problems
-    finally:
-        server.shutdown()
 
 
 def test_offline_check_skips_without_a_browser(monkeypatch, capsys):
