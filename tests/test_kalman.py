@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from helpers import (as_jax, dense_filter, dense_loglik, numpy_filter, random_lss,
                      simulate_data, statsmodels_filter)
-from jax.test_util import check_grads
 
 from lecture_utils.gradcheck import check_jvp, check_vjp, random_like
 from lecture_utils.kalman import kalman_filter, kalman_filter_numpy, steady_state_gain
@@ -123,8 +122,7 @@ def test_gradients_against_finite_differences(problem, key):
     y = jnp.asarray(y[:8])
     loglik = jax.jit(lambda model, mu0: kalman_filter(model, mu0, Sigma0, y).loglik)
 
-    check_grads(loglik, args, order=1, modes=["fwd", "rev"])
-    check_vjp(loglik, args, key=key, rtol=1e-6)
+    check_vjp(loglik, args, key=key, rtol=1e-6)  # reverse vs forward vs central difference
     # Each model matrix and mu0 on its own, along a random direction.
     grads = jax.jit(jax.grad(loglik, argnums=(0, 1)))(*args)
     zero = jax.tree.map(jnp.zeros_like, args)
