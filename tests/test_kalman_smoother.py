@@ -9,7 +9,6 @@ from helpers import (as_jax, central_difference_along, dense_smoother, random_di
                      random_lss, simulate_data, statsmodels_smoother, tree_vdot, with_missing)
 
 from lecture_utils.kalman import SmootherResult, kalman_filter, kalman_smoother
-from lecture_utils.simulation import LSSModel
 
 T = 12
 
