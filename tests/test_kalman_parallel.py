@@ -15,7 +15,7 @@ from lecture_utils.simulation import LSSModel
 FIELDS = ("mu", "Sigma", "gain", "innovation", "innovation_cov")
 
 
-@pytest.mark.parametrize("T", [1, 2, 37, 300])
+@pytest.mark.parametrize("T", [1, 2, 37, 300])  # 37, 300: blocks padded at the end
 @pytest.mark.parametrize("mean", [0.0, 1e3])  # a large initial mean
 def test_parallel_equals_sequential_and_the_numpy_loop(rng, T, mean):
     model = random_lss(rng, N=4, K=3, M=2, L=2)
@@ -47,7 +47,7 @@ def test_parallel_equals_sequential_and_the_numpy_loop(rng, T, mean):
 def test_parallel_with_missing_data(rng):
     model = random_lss(rng, N=3, K=2, M=3, L=3)
     mu0, Sigma0 = rng.normal(size=3), np.eye(3)
-    y = with_missing(rng, simulate_data(rng, model, 4, mu0, Sigma0), 0.2, nan_rows=[0, 2],
+    y = with_missing(rng, simulate_data(rng, model, 5, mu0, Sigma0), 0.2, nan_rows=[0, 2],
                      nan_col_rows=[3])
     seq = kalman_filter(model, mu0, Sigma0, y, jitter=0.0)
     par = kalman_filter(model, mu0, Sigma0, y, jitter=0.0, method="parallel")
@@ -74,11 +74,11 @@ def test_parallel_with_default_jitter_and_large_dimensions(rng, N, M):
 
 def test_parallel_gradient(rng):
     # The shapes of test_parallel_with_missing_data, so the filter compiles once; the
-    # gradient of the associative scan is slow to compile (its log2(T) levels are
-    # unrolled), so once only and at a small T.
+    # gradient of the parallel scan is slow to compile (~25 s of CPU here), so once only.
+    # T = 5 makes two blocks of three, the last padded with the neutral element.
     model = as_jax(random_lss(rng, N=3, K=2, M=3, L=3))
     mu0, Sigma0 = jnp.array([5.0, -2.0, 1.0]), jnp.eye(3)
-    y = jnp.asarray(with_missing(rng, simulate_data(rng, model, 4, mu0, Sigma0), 0.1))
+    y = jnp.asarray(with_missing(rng, simulate_data(rng, model, 5, mu0, Sigma0), 0.1))
 
     def loglik(model, mu0, method="parallel"):
         return kalman_filter(model, mu0, Sigma0, y, jitter=0.0, method=method).loglik
