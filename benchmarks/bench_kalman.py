@@ -297,7 +297,7 @@ def run_case(case, problem, peers_to_run, rows, repeat):
               f"  compile {t.compile_s * 1e3:6.0f} ms (CPU {t.compile_cpu_s * 1e3:6.0f})", flush=True)
 
     t = timed_jit(ours, model, mu0, Sigma0, y, repeat=repeat)
-    add("ours: log-likelihood (jit)", t)
+    add("ours: kalman_filter(...).loglik (jit)", t)
     if "grad" in peers_to_run:
         grad, grad_ad = jax.grad(loglik, argnums=(0, 1)), jax.grad(ours, argnums=(0, 1))
         check_gradient("ours vs autodiff", grad(model, mu0, Sigma0, y),
@@ -364,6 +364,20 @@ def machine():
                 if line.startswith("model name")), platform.processor())
     return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, jax {jax.__version__}")
+
+
+def code_version():
+    """The commit the run measured, and whether lecture_utils differed from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                              text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "lecture_utils", "benchmarks/bench_kalman.py",
+                "benchmarks/peers.py")
+    return f"commit {commit}" + (" with uncommitted changes to the measured code" if dirty else "")
 
 
 def load():
@@ -445,10 +459,14 @@ def write(rows, started, load_before):
         writer.writeheader()
         writer.writerows(rows)
     lines = ["# Kalman filter log-likelihood and its gradient, CPU, float64 (one run)", "",
-             f"Run on {started:%Y-%m-%d %H:%M} UTC, {machine()}. The machine was shared with "
+             f"Run on {started:%Y-%m-%d %H:%M} UTC, {machine()}, {code_version()}. "
+             "The machine was shared with "
              f"other work: load before the run `{load_before}`, after `{load()}`; "
              "with more runnable processes than cores, wall times are inflated by an unknown "
-             "factor, CPU times (this process, all threads) much less.",
+             "factor, CPU times (this process, all threads) much less. A call on one thread "
+             "takes about its CPU time on an idle machine; a call or a compilation on several "
+             "threads (the sharded batch; XLA may compile on several) takes less wall time "
+             "than its CPU time there. The figure, kalman_scaling.png, shows CPU times.",
              "", "| case | implementation | N | T | batch | run | per step | compile | "
              "run (CPU) | compile (CPU) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -470,14 +488,18 @@ def write(rows, started, load_before):
     if verdicts:
         lines += ["", "Targets (judged on CPU time):", ""] + [f"- {v}" for v in verdicts]
     (RESULTS / "kalman.md").write_text("\n".join(lines) + "\n")
+    plot(rows)
+    print("\n".join(lines))
 
+
+def plot(rows):
+    """kalman_scaling.png, in CPU time: on the shared machine wall times scatter too much to draw."""
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     axes = axes.ravel()
     for ax, case, x in [(axes[0], "T scaling", "T"), (axes[1], "N scaling", "N"),
                         (axes[3], "score", "T")]:
-        y = "run_cpu_us" if case == "score" else "run_us"  # see score_table
         for impl in sorted({r["implementation"] for r in rows if r["case"] == case}):
-            pts = [(r[x], r[y]) for r in rows
+            pts = [(r[x], r["run_cpu_us"]) for r in rows
                    if r["case"] == case and r["implementation"] == impl]
             ax.loglog(*zip(*pts), "o-", label=impl)
         if x == "N":
@@ -486,21 +508,19 @@ def write(rows, started, load_before):
             ax.minorticks_off()
         title = ("Score (value and gradient), N = 5" if case == "score"
                  else f"Log-likelihood: {case}")
-        ylabel = "CPU time per call (us)" if case == "score" else "run time per call (us)"
-        ax.set(xlabel=x, ylabel=ylabel, title=title)
+        ax.set(xlabel=x, ylabel="CPU time per call (us)", title=title)
         ax.legend(fontsize=8)
     batch = [r for r in rows if r["case"] == "batch scaling"]
     for impl, N in sorted({(r["implementation"], r["N"]) for r in batch}):
-        pts = [(r["batch"], r["ns_per_step"]) for r in batch
+        pts = [(r["batch"], r["run_cpu_us"] * 1e3 / (r["T"] * r["batch"])) for r in batch
                if r["implementation"] == impl and r["N"] == N]
         axes[2].loglog(*zip(*pts), "o-" if N == 5 else "s--", label=f"{impl}, N={N}")
     axes[2].axhline(200, color="grey", ls=":", label="target: 200 ns")
-    axes[2].set(xlabel="batch size (T = 100)", ylabel="ns per time step per model",
-                title="Batched log-likelihood")
+    axes[2].set(xlabel="batch size (T = 100)", ylabel="CPU ns per time step per model",
+                title="Batched log-likelihood (CPU time of all threads)")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "kalman_scaling.png", dpi=110)
-    print("\n".join(lines))
 
 
 def main():
