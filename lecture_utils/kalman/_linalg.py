@@ -15,6 +15,7 @@ The exception is :func:`solve`, used by the parallel filter, which takes
 """
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 MAX_UNROLLED_M = 6  # beyond this, trace size grows as M^3: use the library routines
@@ -59,7 +60,9 @@ def cholesky(S):
     """Lower Cholesky factor of a small (M, M, *b) matrix, and whether it exists.
 
     Returns ``(L, ok)``: ``L`` as nested lists of (*b) arrays, ``ok`` a (*b)
-    boolean array, True where every pivot was positive. Where a pivot is not
+    boolean array, True where every pivot was positive (above M machine
+    epsilons of its diagonal entry, so that an exactly singular S whose
+    rounding leaves a tiny positive pivot is refused too). Where a pivot is not
     positive (or NaN) it is replaced by 1, so ``L`` stays finite and so do the
     derivatives of everything computed from it: the caller reports the failure
     (the Kalman filters return a log-likelihood of ``-inf``) instead of
@@ -70,7 +73,8 @@ def cholesky(S):
     ok = True
     for j in range(M):
         pivot = S[j, j] - sum(L[j][k] ** 2 for k in range(j))
-        positive = pivot > 0.0
+        # Rounding can leave a tiny positive pivot where S is exactly singular.
+        positive = pivot > M * np.finfo(np.float64).eps * jnp.abs(S[j, j])
         ok = ok & positive
         L[j][j] = jnp.sqrt(jnp.where(positive, pivot, 1.0))
         for i in range(j + 1, M):
