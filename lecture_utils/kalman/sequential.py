@@ -55,7 +55,7 @@ from jax import lax
 from lecture_utils.kalman import _linalg as sl
 from lecture_utils._validation import is_concrete
 from lecture_utils.kalman._checks import check_inputs
-from lecture_utils.kalman._steps import condition_on, masked, predict, symmetrize
+from lecture_utils.kalman._steps import condition_on, masked, observed, predict, symmetrize
 from lecture_utils.kalman.parallel import check_parallel_model, kalman_filter_parallel
 from lecture_utils.simulation import LSSModel
 
@@ -212,19 +212,23 @@ def _adjoint(model, y, jitter, res, *, gradients):
     if not gradients:
         return (lam0, Om0), (mu_hat_bar, Sigma_hat_bar), None
 
-    def contributions(lam, Om, mu_hat_bar, Sigma_hat_bar, inputs):
-        m_t, P_t, m_next, P_next, _, u, _, PGt, _ = inputs
-        mask, _, Kt, Om_K, Kt_lam, _, R_eff_bar, E = terms(lam, Om, inputs)
-        A_bar = _outer(mu_hat_bar, m_t) + 2.0 * sl.matmul(sl.matmul(Sigma_hat_bar, A), P_t)
-        G_bar = mask[:, None] * (
-            _outer(u - Kt_lam, m_next) + _outer(u, sl.matvec(P_next, lam)) - Kt
-            - 2.0 * sl.matmul(sl.transpose(Om_K), P_next) + 2.0 * sl.matmul(E, sl.transpose(PGt)))
-        R_bar = _outer(mask, mask) * (R_eff_bar + E)
-        return A_bar, G_bar, R_bar, mask * (Kt_lam - u)
-
-    A_bar, G_bar, R_bar, y_bar = jax.vmap(contributions)(lam, Om, mu_hat_bar, Sigma_hat_bar,
-                                                         inputs)
-    sums = (A_bar.sum(0), Sigma_hat_bar.sum(0), G_bar.sum(0), R_bar.sum(0), y_bar)
+    # The sums over t, as contractions over the time axis (large products, not T small ones).
+    m_t, P_t, m_next, P_next, K, u, S_inv, PGt, _ = inputs
+    mask = observed(y)  # (T, M)
+    Kt_lam = jnp.einsum("tnm,tn->tm", K, lam)
+    Om_K = jnp.einsum("tij,tjm->tim", Om, K)
+    R_eff_bar = (0.5 * (u[:, :, None] * u[:, None, :] - S_inv) + jnp.einsum("tnm,tnk->tmk", K, Om_K)
+                 - 0.5 * (Kt_lam[:, :, None] * u[:, None, :] + u[:, :, None] * Kt_lam[:, None, :]))
+    e = jitter * mask * jnp.diagonal(R_eff_bar, axis1=1, axis2=2)  # the diagonal of E_t
+    A_bar = (jnp.einsum("ti,tj->ij", mu_hat_bar, m_t)
+             + 2.0 * jnp.einsum("tij,jk,tkl->il", Sigma_hat_bar, A, P_t))
+    G_bar = (jnp.einsum("tm,tn->mn", mask * (u - Kt_lam), m_next)
+             + jnp.einsum("tm,tn->mn", mask * u, jnp.einsum("tnk,tk->tn", P_next, lam))
+             - jnp.einsum("tm,tnm->mn", mask, K)
+             - 2.0 * jnp.einsum("tm,tnm,tnk->mk", mask, Om_K, P_next)
+             + 2.0 * jnp.einsum("tm,tnm->mn", e, PGt))
+    R_bar = jnp.einsum("tm,tk,tmk->mk", mask, mask, R_eff_bar) + jnp.diag(e.sum(0))
+    sums = (A_bar, Sigma_hat_bar.sum(0), G_bar, R_bar, mask * (Kt_lam - u))
     return (lam0, Om0), (mu_hat_bar, Sigma_hat_bar), sums
 
 
