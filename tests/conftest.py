@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 import lecture_utils  # noqa: F401  (enables float64)
-# Re-exported for test_simulation.py, until it imports from helpers.
-from helpers import random_lss  # noqa: F401
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_lss
+from helpers import random_lss
 
+from lecture_utils.gradcheck import central_difference
 from lecture_utils.simulation import (
     LSSModel,
     lss_observation,
@@ -114,8 +115,18 @@ def test_simulate_lss_under_jit_grad_and_vmap(rng):
     model = LSSModel(*map(jnp.asarray, random_lss(rng)))
     x0, w, v = draw(rng, model, 6)
     f = jax.jit(lambda m, w: simulate_lss(m, x0, w, v)[1].sum())
-    g = jax.grad(f)(model, w)
-    assert type(g) is LSSModel
+    g_model, g_w = jax.grad(f, argnums=(0, 1))(model, w)
+    # The gradient is an LSSModel whose every leaf matches central differences.
+    assert isinstance(g_model, LSSModel)
+    for name in LSSModel._fields:
+        direction = jnp.asarray(rng.normal(size=getattr(model, name).shape))
+        fd = central_difference(lambda m: f(model._replace(**{name: m}), w),
+                                (getattr(model, name),), (direction,))
+        np.testing.assert_allclose(jnp.vdot(getattr(g_model, name), direction), fd,
+                                   rtol=1e-6, err_msg=name)
+    # d(sum y)/dw is exact: y[t] = G x[t] + H v[t] with x[t] linear in w[:t].
+    fd = central_difference(lambda w_: f(model, w_), (w,), (jnp.ones_like(w),))
+    np.testing.assert_allclose(g_w.sum(), fd, rtol=1e-7)
     ws = jnp.stack([w, 2 * w])
     batched = jax.vmap(lambda w: simulate_lss(model, x0, w, v)[0])(ws)
     np.testing.assert_allclose(batched[1], simulate_lss(model, x0, 2 * w, v)[0], atol=1e-14)
