@@ -68,7 +68,7 @@ def results_myst(srcdir: Path) -> str:
         titled = first.startswith("# ")
         block = [f"## {first[2:].strip() if titled else table.stem}", ""]
         for figure in sorted(table.parent.glob(f"{table.stem}*.png")):
-            if figure.name not in text:
+            if f"]({figure.name})" not in text:  # not already shown by the file itself
                 block += [f"```{{image}} {rel}/{figure.name}",
                           f":alt: {figure.stem.replace('_', ' ')} (from {RESULTS}/{figure.name})",
                           ":width: 100%", "```", ""]

@@ -237,8 +237,13 @@ class NUTSRun(NamedTuple):
 
 
 def nuts_chain(logdensity_fn: Callable, key, position, num_warmup: int = 500,
-               num_samples: int = 1000, dense_mass: bool = True):
+               num_samples: int = 1000, dense_mass: bool = True,
+               target_acceptance_rate: float = 0.8):
     """One NUTS chain: Stan-style window adaptation, then ``num_samples`` draws.
+
+    The adaptation tunes the step size to ``target_acceptance_rate`` (Stan's
+    ``adapt_delta``); a higher target takes smaller steps, which costs more
+    gradients and avoids divergences where the posterior curves sharply.
 
     Returns ``(draws (S, d), steps (S,), divergent (S,), warmup_steps (W,),
     step_size, inverse_mass_matrix)``; ``steps`` counts the leapfrog steps
@@ -246,7 +251,8 @@ def nuts_chain(logdensity_fn: Callable, key, position, num_warmup: int = 500,
     """
     k_warmup, k_sample = jax.random.split(key)
     warmup = blackjax.window_adaptation(blackjax.nuts, logdensity_fn,
-                                        is_mass_matrix_diagonal=not dense_mass)
+                                        is_mass_matrix_diagonal=not dense_mass,
+                                        target_acceptance_rate=target_acceptance_rate)
     (state, tuned), warmup_info = warmup.run(k_warmup, position, num_steps=num_warmup)
     nuts = blackjax.nuts(logdensity_fn, **tuned)
 
