@@ -179,41 +179,35 @@ def _adjoint(model, y, jitter, res, *, gradients):
     N = A.shape[0]
     At = sl.transpose(A)
 
-    def terms(lam, Om, inputs):
-        """Step t's share of the adjoint, from the derivatives w.r.t. mu_{t+1}, Sigma_{t+1}."""
-        m_t, P_t, m_next, P_next, K, u, S_inv, PGt, y_t = inputs
+    def step(carry, inputs):
+        """carry = (lambda_t, Omega_t), the derivatives w.r.t. mu_{t+1}, Sigma_{t+1}."""
+        lam, Om = carry
+        K, u, S_inv, y_t = inputs
         mask, _, G_t, _ = masked(y_t, G, R)
         Kt = sl.transpose(K)
-        Om_K = sl.matmul(Om, K)
-        Kt_lam = sl.matvec(Kt, lam)
         Z = 0.5 * (_outer(u, u) - S_inv)
-        R_eff_bar = Z + sl.matmul(Kt, Om_K) - symmetrize(_outer(Kt_lam, u))
-        # The relative jitter depends on Sigma_hat, G and R through diag(S_t).
-        E = jitter * jnp.diag(mask * jnp.diag(R_eff_bar)) if gradients else jnp.zeros_like(Z)
-        return mask, G_t, Kt, Om_K, Kt_lam, Z, R_eff_bar, E
-
-    def step(carry, inputs):
-        lam, Om = carry
-        _, G_t, Kt, _, _, Z, _, E = terms(lam, Om, inputs)
-        u = inputs[5]
-        F = jnp.eye(N) - sl.matmul(sl.transpose(Kt), G_t)
+        if gradients:  # the relative jitter depends on Sigma_hat through diag(S_t)
+            Kt_lam = sl.matvec(Kt, lam)
+            R_eff_bar = Z + sl.matmul(Kt, sl.matmul(Om, K)) - symmetrize(_outer(Kt_lam, u))
+            Z = Z + jitter * jnp.diag(mask * jnp.diag(R_eff_bar))
+        F = jnp.eye(N) - sl.matmul(K, G_t)
         Ft = sl.transpose(F)
         Ft_lam, Gt_u = sl.matvec(Ft, lam), sl.matvec(sl.transpose(G_t), u)
         mu_hat_bar = Ft_lam + Gt_u
         Sigma_hat_bar = (sl.matmul(sl.matmul(Ft, Om), F) + symmetrize(_outer(Ft_lam, Gt_u))
-                         + sl.matmul(sl.matmul(sl.transpose(G_t), Z + E), G_t))
+                         + sl.matmul(sl.matmul(sl.transpose(G_t), Z), G_t))
         carry = sl.matvec(At, mu_hat_bar), sl.matmul(sl.matmul(At, Sigma_hat_bar), A)
         return carry, (lam, Om, mu_hat_bar, Sigma_hat_bar)
 
     init = (jnp.zeros_like(res.mu[0]), jnp.zeros_like(res.Sigma[0]))
-    inputs = (res.mu[:-1], res.Sigma[:-1], res.mu[1:], res.Sigma[1:], res.gain, res.S_inv_nu,
-              res.S_inv, res.Sigma_hat_Gt, y)
-    (lam0, Om0), (lam, Om, mu_hat_bar, Sigma_hat_bar) = lax.scan(step, init, inputs, reverse=True)
+    (lam0, Om0), (lam, Om, mu_hat_bar, Sigma_hat_bar) = lax.scan(
+        step, init, (res.gain, res.S_inv_nu, res.S_inv, y), reverse=True)
     if not gradients:
         return (lam0, Om0), (mu_hat_bar, Sigma_hat_bar), None
 
     # The sums over t, as contractions over the time axis (large products, not T small ones).
-    m_t, P_t, m_next, P_next, K, u, S_inv, PGt, _ = inputs
+    m_t, P_t, m_next, P_next = res.mu[:-1], res.Sigma[:-1], res.mu[1:], res.Sigma[1:]
+    K, u, S_inv, PGt = res.gain, res.S_inv_nu, res.S_inv, res.Sigma_hat_Gt
     mask = observed(y)  # (T, M)
     Kt_lam = jnp.einsum("tnm,tn->tm", K, lam)
     Om_K = jnp.einsum("tij,tjm->tim", Om, K)
