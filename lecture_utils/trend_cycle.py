@@ -150,31 +150,55 @@ def ar_to_pacf(phi1, phi2):
 
 
 # --- unconstrained coordinates -------------------------------------------------------
+#
+# The level and cycle shocks both move y one for one in the quarter they hit:
+# the data measure their total standard deviation s = hypot(sigma_level,
+# sigma_cycle) well and its split, the angle alpha = atan2(sigma_cycle,
+# sigma_level) in (0, pi/2), much less well. Coordinates (log s, logit(2 alpha / pi))
+# keep the two directions apart; in (log sigma_level, log sigma_cycle) the
+# posterior is a bent ridge that narrows as sigma_level -> 0, where one NUTS
+# step size cannot serve both ends (the lecture measures it).
 
 def constrain(theta) -> TrendCycleParams:
-    """Natural parameters from ``theta`` (5,) in R^5: logs of the three standard
-    deviations and ``atanh`` of the two partial autocorrelations."""
-    r1, r2 = jnp.tanh(theta[3]), jnp.tanh(theta[4])
-    phi1, phi2 = pacf_to_ar(r1, r2)
-    return TrendCycleParams(*jnp.exp(theta[:3]), phi1, phi2)
+    r"""Natural parameters from ``theta`` (5,) in R^5 (each leaf of ``theta[i]``'s shape).
+
+    ``theta = (log s, log sigma_slope, u, atanh r1, atanh r2)``:
+    :math:`\sigma_{level} = s \cos\alpha`, :math:`\sigma_{cycle} = s \sin\alpha` with
+    :math:`\alpha = \tfrac{\pi}{2} \operatorname{sigmoid}(u)`, and ``r1, r2`` the
+    partial autocorrelations of the cycle.
+    """
+    s = jnp.exp(theta[0])
+    # cos(pi/2 sigmoid(u)) = sin(pi/2 sigmoid(-u)), accurate as alpha -> pi/2.
+    sigma_level = s * jnp.sin(0.5 * jnp.pi * jax.nn.sigmoid(-theta[2]))
+    sigma_cycle = s * jnp.sin(0.5 * jnp.pi * jax.nn.sigmoid(theta[2]))
+    phi1, phi2 = pacf_to_ar(jnp.tanh(theta[3]), jnp.tanh(theta[4]))
+    return TrendCycleParams(sigma_level, jnp.exp(theta[1]), sigma_cycle, phi1, phi2)
 
 
 def unconstrain(p: TrendCycleParams):
     """Inverse of :func:`constrain`: (5,) unconstrained coordinates."""
     r1, r2 = ar_to_pacf(p.phi1, p.phi2)
-    return jnp.stack([jnp.log(p.sigma_level), jnp.log(p.sigma_slope),
-                      jnp.log(p.sigma_cycle), jnp.arctanh(r1), jnp.arctanh(r2)])
+    # u = log(alpha / (pi/2 - alpha)), with pi/2 - alpha = atan2(sigma_level, sigma_cycle).
+    u = jnp.log(jnp.arctan2(p.sigma_cycle, p.sigma_level)) - jnp.log(
+        jnp.arctan2(p.sigma_level, p.sigma_cycle))
+    return jnp.stack([jnp.log(jnp.hypot(p.sigma_level, p.sigma_cycle)),
+                      jnp.log(p.sigma_slope), u, jnp.arctanh(r1), jnp.arctanh(r2)])
 
 
 def log_abs_det_jacobian(theta):
-    r"""log |det d(sigmas, phi1, phi2) / d theta|.
+    r"""log |det d(sigmas, phi1, phi2) / d theta| for :func:`constrain`.
 
-    The map factors as theta -> (sigmas, r1, r2) -> (sigmas, phi1, phi2); the
-    first has Jacobian :math:`\prod \sigma_i \prod (1 - r_j^2)`, the second
+    The map is block triangular: polar coordinates contribute
+    :math:`|\partial(\sigma_{level}, \sigma_{cycle}) / \partial(s, \alpha)| = s`, then
+    :math:`ds / d\theta_0 = s` and :math:`d\alpha / du = \tfrac{\pi}{2} \operatorname{sigmoid}(u)
+    \operatorname{sigmoid}(-u)`; :math:`\sigma_{slope}` contributes itself; the
+    partial autocorrelations :math:`\prod (1 - r_j^2)`, and
     :math:`|\partial(\phi_1, \phi_2) / \partial(r_1, r_2)| = 1 - r_2`.
     """
     r = jnp.tanh(theta[3:])
-    return jnp.sum(theta[:3]) + jnp.sum(jnp.log1p(-r**2)) + jnp.log1p(-r[1])
+    polar = (2.0 * theta[0] + jnp.log(0.5 * jnp.pi) + jax.nn.log_sigmoid(theta[2])
+             + jax.nn.log_sigmoid(-theta[2]))
+    return polar + theta[1] + jnp.sum(jnp.log1p(-r**2)) + jnp.log1p(-r[1])
 
 
 # --- priors and posterior --------------------------------------------------------------
@@ -266,9 +290,11 @@ def nuts_chain(logdensity_fn: Callable, key, position, num_warmup: int = 500,
             tuned["step_size"], tuned["inverse_mass_matrix"])
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "num_warmup", "num_samples", "dense_mass"))
+@partial(jax.jit, static_argnames=("logdensity_fn", "num_warmup", "num_samples", "dense_mass",
+                                   "target_acceptance_rate"))
 def run_nuts(logdensity_fn: Callable, key, initial_positions, *, num_warmup: int = 500,
-             num_samples: int = 1000, dense_mass: bool = True) -> NUTSRun:
+             num_samples: int = 1000, dense_mass: bool = True,
+             target_acceptance_rate: float = 0.8) -> NUTSRun:
     """Run :func:`nuts_chain` for several chains at once with ``jax.vmap``.
 
     Args:
@@ -278,6 +304,7 @@ def run_nuts(logdensity_fn: Callable, key, initial_positions, *, num_warmup: int
         initial_positions: (C, d) starting points, one row per chain.
         num_warmup, num_samples: warmup (adaptation) steps and kept draws per chain.
         dense_mass: adapt a dense inverse mass matrix (else a diagonal one).
+        target_acceptance_rate: the step-size adaptation's target, as in :func:`nuts_chain`.
 
     Returns:
         A :class:`NUTSRun`.
@@ -286,7 +313,8 @@ def run_nuts(logdensity_fn: Callable, key, initial_positions, *, num_warmup: int
         raise ValueError(
             f"initial_positions must have shape (C, d), got {jnp.shape(initial_positions)}")
     chain = partial(nuts_chain, logdensity_fn, num_warmup=num_warmup,
-                    num_samples=num_samples, dense_mass=dense_mass)
+                    num_samples=num_samples, dense_mass=dense_mass,
+                    target_acceptance_rate=target_acceptance_rate)
     keys = jax.random.split(key, initial_positions.shape[0])
     draws, steps, divergent, warm, eps, imm = jax.vmap(chain)(keys, initial_positions)
     return NUTSRun(draws, jnp.sum(steps) + jnp.sum(warm), jnp.sum(warm),

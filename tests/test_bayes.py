@@ -107,6 +107,20 @@ def test_transforms_round_trip_and_stay_stationary(rng):
         assert np.all(np.abs(roots) > 1)
 
 
+def test_polar_coordinates_of_the_level_and_cycle_shocks():
+    # theta[0] is the log of the total sd, theta[2] the logit of the angle / (pi/2),
+    # accurate far into either tail (a naive cos(alpha) would round to 0 at u = 30).
+    for u in (-30.0, -3.0, 0.0, 3.0, 30.0):
+        th = jnp.array([np.log(0.8), -3.0, u, 2.0, -0.7])
+        p = tc.constrain(th)
+        np.testing.assert_allclose(np.hypot(p.sigma_level, p.sigma_cycle), 0.8, rtol=1e-14)
+        alpha, alpha_to_right_angle = 0.5 * np.pi / (1 + np.exp(-u)), 0.5 * np.pi / (1 + np.exp(u))
+        np.testing.assert_allclose([p.sigma_level, p.sigma_cycle],
+                                   [0.8 * np.sin(alpha_to_right_angle), 0.8 * np.sin(alpha)],
+                                   rtol=1e-12)
+        np.testing.assert_allclose(tc.unconstrain(p), th, rtol=1e-12, atol=1e-12)
+
+
 def test_log_jacobian_matches_autodiff_determinant(rng):
     for th in jnp.asarray(rng.normal(size=(5, 5))):
         J = jax.jacfwd(lambda t: jnp.stack(tc.constrain(t)))(th)
