@@ -209,9 +209,9 @@ def main():
         "Per run: seconds (warm-up and sampling), gradient evaluations (all leapfrog "
         "steps, warm-up included) and the smallest bulk ESS over the five parameters "
         "(ArviZ). ESS per second: total ESS over total seconds.\n\n" + table +
-        f"\nESS per second, ours / NumPyro: **{ratio:.1f}x** (per run: "
-        + ", ".join(f"{x:.1f}x" for x in per_run) +
-        f"); gradient evaluations per second: {grad_ratio:.1f}x.\n")
+        f"\nESS per second, ours / NumPyro: **{ratio:.2f}x** (per run: "
+        + ", ".join(f"{x:.2f}x" for x in per_run) +
+        f"); gradient evaluations per second: {grad_ratio:.2f}x.\n")
     print(f"ESS/s ratio {ratio:.2f}, per run {np.round(per_run, 2)}, grads/s ratio {grad_ratio:.2f}")
 
 
