@@ -155,9 +155,10 @@ def ar_to_pacf(phi1, phi2):
 # the data measure their total standard deviation s = hypot(sigma_level,
 # sigma_cycle) well and its split, the angle alpha = atan2(sigma_cycle,
 # sigma_level) in (0, pi/2), much less well. Coordinates (log s, logit(2 alpha / pi))
-# keep the two directions apart; in (log sigma_level, log sigma_cycle) the
-# posterior is a bent ridge that narrows as sigma_level -> 0, where one NUTS
-# step size cannot serve both ends (the lecture measures it).
+# keep the two directions apart. In (log sigma_level, log sigma_cycle) the
+# posterior is a bent ridge whose well-measured direction turns from one axis
+# to the other along it, which one mass matrix cannot whiten (the lecture
+# shows it); in these coordinates that direction is log s everywhere.
 
 def constrain(theta) -> TrendCycleParams:
     r"""Natural parameters from ``theta`` (5,) in R^5 (each leaf of ``theta[i]``'s shape).
@@ -188,7 +189,7 @@ def unconstrain(p: TrendCycleParams):
 def log_abs_det_jacobian(theta):
     r"""log |det d(sigmas, phi1, phi2) / d theta| for :func:`constrain`.
 
-    The map is block triangular: polar coordinates contribute
+    The map is block diagonal: polar coordinates contribute
     :math:`|\partial(\sigma_{level}, \sigma_{cycle}) / \partial(s, \alpha)| = s`, then
     :math:`ds / d\theta_0 = s` and :math:`d\alpha / du = \tfrac{\pi}{2} \operatorname{sigmoid}(u)
     \operatorname{sigmoid}(-u)`; :math:`\sigma_{slope}` contributes itself; the
