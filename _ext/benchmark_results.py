@@ -22,7 +22,7 @@ import subprocess
 
 PAGE = "appendix/benchmarks"
 RESULTS = "benchmarks/results"
-ORDER = ("kalman", "simulation", "mle", "hmc")
+ORDER = ("kalman", "simulation", "mle", "hmc", "coordinates")
 
 
 def _git(srcdir: Path, *args: str) -> str | None:
