@@ -10,8 +10,9 @@ log posterior, with the log-likelihood from dynamax's ``lgssm_filter``
 Same data (US log real GDP, 1959Q2-2009Q3), priors, transform, starting
 points and settings as the lecture: 4 chains, 500 warm-up steps and 1,000
 draws each, dense mass matrix, target acceptance 0.95. Each sampler runs once
-to compile (persistent compilation cache bypassed), then NUM_REPEATS times with different seeds, the two taking turns
-so that a change in the machine's load hits both. Reported per sampler: wall
+to compile (persistent compilation cache bypassed), then NUM_REPEATS times
+with different seeds, the two taking turns so that a change in the machine's
+load hits both. Reported per sampler: wall
 time, gradient evaluations (sum of leapfrog steps, warm-up included), the
 smallest bulk ESS over the five parameters (ArviZ), and the totals' ratios:
 ESS per second and gradients per second.

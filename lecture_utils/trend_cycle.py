@@ -161,7 +161,7 @@ def ar_to_pacf(phi1, phi2):
 # shows it); in these coordinates that direction is log s everywhere.
 
 def constrain(theta) -> TrendCycleParams:
-    r"""Natural parameters from ``theta`` (5,) in R^5 (each leaf of ``theta[i]``'s shape).
+    r"""Natural parameters from ``theta`` (5, *batch) in R^5; each field has shape ``batch``.
 
     ``theta = (log s, log sigma_slope, u, atanh r1, atanh r2)``:
     :math:`\sigma_{level} = s \cos\alpha`, :math:`\sigma_{cycle} = s \sin\alpha` with
