@@ -19,7 +19,6 @@ Run:  python benchmarks/bench_coordinates.py   (~10 minutes on 2 cores)
 Writes benchmarks/results/coordinates.md and coordinates.csv.
 """
 
-import csv
 import platform
 import sys
 import time
@@ -27,7 +26,6 @@ from datetime import date
 from functools import partial
 from pathlib import Path
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lecture_utils  # noqa: E402,F401  (float64)
 from lecture_utils import trend_cycle as tc  # noqa: E402
 from lecture_utils.optim import lbfgs_minimize  # noqa: E402
+from common import RESULTS, ess_and_rhat, markdown_table, write_csv  # noqa: E402
 
 NUM_CHAINS, NUM_WARMUP, NUM_SAMPLES = 16, 500, 1000
 TARGETS = (0.8, 0.95)
 SEEDS = (1, 2)
-RESULTS = Path(__file__).parent / "results"
 
 dates, gdp = tc.load_gdp()
 Y_FIRST, Y = float(gdp[0]), jnp.asarray(gdp[1:])
@@ -84,11 +82,8 @@ def run(log_density, to_natural, start, target, seed):
     draws, steps, divergent, warm_steps, step_size, _ = jax.block_until_ready(
         jax.jit(jax.vmap(chain))(jax.random.split(k_chains, NUM_CHAINS), starts))
     seconds = time.perf_counter() - tic
-    natural = to_natural(jnp.moveaxis(draws, -1, 0))
-    summary = az.summary(az.from_dict(posterior={
-        name: np.asarray(v) for name, v in zip(tc.PARAM_NAMES, natural)}))
+    ess, rhat = ess_and_rhat(dict(zip(tc.PARAM_NAMES, to_natural(jnp.moveaxis(draws, -1, 0)))))
     grads = int(steps.sum() + warm_steps.sum())
-    ess = float(summary["ess_bulk"].min())
     per_chain = np.asarray(divergent.sum(axis=1))
     return dict(target=target, seed=seed, divergences=int(per_chain.sum()),
                 chains_with_divergences=int((per_chain > 0).sum()),
@@ -96,7 +91,7 @@ def run(log_density, to_natural, start, target, seed):
                 step_size_max=round(float(step_size.max()), 3),
                 grad_evals=grads, min_bulk_ess=round(ess),
                 ess_per_1000_grads=round(1000 * ess / grads, 2),
-                max_rhat=round(float(summary["r_hat"].max()), 3),
+                max_rhat=round(rhat, 3),
                 seconds=round(seconds, 1))
 
 
@@ -117,14 +112,8 @@ def main():
                                                          target, seed)))
                 print(rows[-1], flush=True)
 
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "coordinates.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    table = header + "".join("| " + " | ".join(str(v) for v in r.values()) + " |\n"
-                             for r in rows)
+    write_csv("coordinates", rows)
+    table = markdown_table(rows)
     (RESULTS / "coordinates.md").write_text(
         "# Lecture 3's NUTS in two coordinate systems\n\n"
         f"Date: {date.today().isoformat()}. Machine: {platform.machine()}, "

@@ -23,7 +23,6 @@ Run:  pip install -r benchmarks/requirements.txt && python benchmarks/bench_hmc.
 Writes benchmarks/results/hmc.md and hmc.csv.
 """
 
-import csv
 import platform
 import sys
 import time
@@ -31,7 +30,6 @@ from datetime import date
 from functools import partial
 from pathlib import Path
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lecture_utils  # noqa: E402,F401  (float64)
 from lecture_utils import trend_cycle as tc  # noqa: E402
 from lecture_utils.compile_cache import persistent_cache_bypassed  # noqa: E402
+from common import RESULTS, ess_and_rhat, markdown_table, write_csv  # noqa: E402
 
 NUM_CHAINS, NUM_WARMUP, NUM_SAMPLES = 4, 500, 1000
 TARGET_ACCEPTANCE = 0.95
 NUM_REPEATS = 10
-RESULTS = Path(__file__).parent / "results"
 
 dates, gdp = tc.load_gdp()
 Y_FIRST, Y = float(gdp[0]), jnp.asarray(gdp[1:])
@@ -87,10 +85,9 @@ def starting_points():
 
 
 def min_bulk_ess(theta_draws):
-    nat = tc.constrain(jnp.moveaxis(jnp.asarray(theta_draws), -1, 0))
-    idata = az.from_dict(posterior={n: np.asarray(v) for n, v in zip(tc.PARAM_NAMES, nat)})
-    summary = az.summary(idata)
-    return float(summary["ess_bulk"].min()), float(summary["r_hat"].max())
+    """Smallest bulk ESS and largest R-hat over the natural parameters of (C, S, 5) draws."""
+    natural = tc.constrain(jnp.moveaxis(jnp.asarray(theta_draws), -1, 0))
+    return ess_and_rhat(dict(zip(tc.PARAM_NAMES, natural)))
 
 
 def ours(starts):
@@ -160,22 +157,21 @@ def sampler_parity(num_seeds=12):
     for seed in range(num_seeds):
         starts = jax.random.normal(jax.random.key(100 + seed), (NUM_CHAINS, 5))
         out = ours_run(jax.random.key(seed), starts)
-        totals["ours"][0] += min_bulk_ess_raw(out.samples)
+        totals["ours"][0] += min_bulk_ess_of_coordinates(out.samples)
         totals["ours"][1] += int(out.grad_evals)
         mcmc.warmup(jax.random.key(seed), init_params=starts, collect_warmup=True,
                     extra_fields=("num_steps",))
         grads = int(np.sum(mcmc.get_extra_fields(group_by_chain=True)["num_steps"]))
         mcmc.run(mcmc.post_warmup_state.rng_key, extra_fields=("num_steps",))
-        totals["numpyro"][0] += min_bulk_ess_raw(mcmc.get_samples(group_by_chain=True))
+        totals["numpyro"][0] += min_bulk_ess_of_coordinates(mcmc.get_samples(group_by_chain=True))
         totals["numpyro"][1] += grads + int(np.sum(mcmc.get_extra_fields(group_by_chain=True)["num_steps"]))
     return {name: 1000 * ess / grads for name, (ess, grads) in totals.items()}
 
 
-def min_bulk_ess_raw(draws):
+def min_bulk_ess_of_coordinates(draws):
     """Smallest bulk ESS over the coordinates of (C, S, d) draws."""
     draws = np.asarray(draws)
-    idata = az.from_dict(posterior={f"x{i}": draws[..., i] for i in range(draws.shape[-1])})
-    return float(az.summary(idata)["ess_bulk"].min())
+    return ess_and_rhat({f"x{i}": draws[..., i] for i in range(draws.shape[-1])})[0]
 
 
 def main():
@@ -233,14 +229,8 @@ def main():
     grad_ratio = rows[0]["grads_per_second"] / rows[1]["grads_per_second"]
     per_run = [a["ess"] / a["seconds"] / (b["ess"] / b["seconds"])
                for a, b in zip(*results.values())]
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "hmc.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    header = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
-    table = header + "".join("| " + " | ".join(str(v) for v in r.values()) + " |\n"
-                             for r in rows)
+    write_csv("hmc", rows)
+    table = markdown_table(rows)
     (RESULTS / "hmc.md").write_text(
         "# NUTS on the trend-cycle posterior: ours against NumPyro + dynamax\n\n"
         f"Date: {date.today().isoformat()}. Machine: {platform.machine()} "

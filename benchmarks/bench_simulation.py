@@ -5,9 +5,6 @@ Writes benchmarks/results/simulation.md and .csv. Median of repeated runs after
 a warm-up; compile time measured apart from run time.
 """
 
-import csv
-from pathlib import Path
-
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -24,8 +21,7 @@ from lecture_utils.simulation import (  # noqa: E402
     simulate_ssm_numpy,
 )
 from lecture_utils.timing import time_jitted, time_python  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
+from common import RESULTS, write_csv  # noqa: E402
 
 
 def numpy_loop(A, C, G, H, x0, w, v):
@@ -69,11 +65,7 @@ def main():
                      "numpy_loop_us": numpy_s * 1e6, "simulate_ssm_numpy_us": numpy_ssm_s * 1e6})
         print(rows[-1], flush=True)
 
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "simulation.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv("simulation", rows)
     lines = [
         "# Simulation: jitted JAX vs NumPy loop (lecture 1 model, N=3, CPU, float64)",
         "",

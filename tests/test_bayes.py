@@ -13,6 +13,7 @@ code with:
     committed ranks still come out of this code.
 """
 
+import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -288,8 +289,6 @@ def test_coordinates_benchmark_committed_result():
     the three standard deviations the chains diverge in every configuration and
     each gradient buys less than half the ESS it buys in the lecture's
     coordinates, which have a few divergences at target 0.8 and none at 0.95."""
-    import csv
-
     with open(ROOT / "benchmarks" / "results" / "coordinates.csv") as f:
         rows = list(csv.DictReader(f))
     runs = {(r["coordinates"].split(":")[0], float(r["target"]), int(r["seed"])): r for r in rows}
