@@ -11,12 +11,13 @@ benchmarks/bench_mle.py).
 """
 
 from collections import deque
-from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+__all__ = ["LBFGSResult", "Status", "lbfgs_minimize"]
 
 MEMORY = 10  # curvature pairs kept
 C1, C2 = 1e-4, 0.9  # strong Wolfe constants (sufficient decrease, curvature)
@@ -25,12 +26,16 @@ C1, C2 = 1e-4, 0.9  # strong Wolfe constants (sufficient decrease, curvature)
 # Zhang), so that tight gradient tolerances stay reachable.
 ROUNDING_RTOL = 1e-12
 MAX_LINE_SEARCH_EVALS = 30
+STALL_STEPS = 10  # steps in a row without a new lowest f or |g|: stop, "stalled"
 
 # Compiler options that halve XLA:CPU compile time of a filter's gradient at
 # equal run time (the older, per-op code emitters; measured in
 # benchmarks/bench_mle.py). Only passed on CPU, and dropped if this XLA does
 # not know the option.
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+Status = Literal["converged", "max_iter", "line_search_failed", "stalled"]
 
 
 class LBFGSResult(NamedTuple):
@@ -41,12 +46,35 @@ class LBFGSResult(NamedTuple):
         value: () objective at ``params``.
         grad_norm: () Euclidean norm of the gradient at ``params``.
         iterations: () number of L-BFGS steps taken.
+        status: why it stopped (a :data:`Status`), one of
+
+            - ``"converged"``: ``grad_norm <= tol``.
+            - ``"max_iter"``: ``max_iter`` steps taken, ``grad_norm > tol``.
+            - ``"line_search_failed"``: ``grad_norm > tol``, and the line
+              search found no acceptable step along the L-BFGS direction nor
+              along steepest descent. Typically the search is stuck: at a
+              kink, or at the edge of the region where ``fun`` and its
+              gradient are finite.
+            - ``"stalled"``: ``grad_norm > tol``, and the last
+              ``STALL_STEPS`` steps were accepted but lowered neither ``fun``
+              nor the gradient norm below the lowest seen: ``params`` is as
+              good as rounding allows (``tol`` is below what float64
+              resolves for this ``fun``).
+
+            Only ``"converged"`` means ``tol`` was met; in the last two cases
+            ``grad_norm`` tells how close to stationary ``params`` is.
     """
 
     params: Any
     value: jax.Array
     grad_norm: jax.Array
     iterations: jax.Array
+    status: Status
+
+    @property
+    def converged(self) -> bool:
+        """True if the gradient norm reached ``tol`` (``status == "converged"``)."""
+        return self.status == "converged"
 
 
 def _unflatten(structure, x):
@@ -119,7 +147,9 @@ def _line_search(evaluate, x, f0, g0, p, alpha):
     """A step length satisfying the strong Wolfe conditions (Nocedal and Wright, Alg. 3.5-3.6).
 
     Returns ``(alpha, x_new, f_new, g_new, evaluations)``; ``alpha`` is None if
-    no acceptable step was found. A non-finite value counts as too far.
+    no acceptable step was found. A point where the value or any entry of the
+    gradient is not finite counts as too far, so an accepted point has both
+    finite.
     """
     d0 = g0 @ p
     slack = ROUNDING_RTOL * abs(f0)
@@ -130,7 +160,9 @@ def _line_search(evaluate, x, f0, g0, p, alpha):
         evals += 1
         x_a = x + a * p
         f_a, g_a = evaluate(x_a)
-        return f_a, (g_a @ p if np.isfinite(f_a) else np.nan), x_a, g_a
+        if not (np.isfinite(f_a) and np.all(np.isfinite(g_a))):
+            return np.inf, np.nan, x_a, g_a
+        return f_a, g_a @ p, x_a, g_a
 
     def decreases(a, f_a):
         return np.isfinite(f_a) and f_a <= f0 + C1 * a * d0 + slack
@@ -174,18 +206,52 @@ def lbfgs_minimize(fun, init_params, *, max_iter: int = 500, tol: float = 1e-10)
 
     ``jax.value_and_grad(fun)`` is compiled once (and reused when called again
     with the same ``fun`` and parameter shapes); the iterations run in NumPy.
-    It stops when the gradient norm falls below ``tol``, after ``max_iter``
-    steps, or when no step along the search direction lowers ``fun`` any more
-    (rounding); check ``grad_norm`` to tell which. ``fun`` should be a pure
-    function of ``params`` (like anything ``jax.jit`` compiles); a non-finite
-    value marks an infeasible point, and the line search backs off from it.
+    ``fun`` should be a pure function of ``params`` (like anything ``jax.jit``
+    compiles).
+
+    It stops, and ``status`` says why (see :class:`LBFGSResult`), when the
+    gradient norm is at most ``tol`` (``"converged"``), after ``max_iter``
+    steps (``"max_iter"``), when the line search finds no acceptable step
+    even along steepest descent (``"line_search_failed"``; after a failure
+    along the L-BFGS direction the curvature memory is dropped and steepest
+    descent tried first), or when no progress is made any more
+    (``"stalled"``). Near a minimum a decrease of ``fun`` can be lost to
+    rounding, so the line search accepts a step whose change of ``fun`` is
+    within rounding if the slope condition holds; such a step is progress if
+    it takes the gradient norm below the lowest seen so far, and
+    ``STALL_STEPS`` steps in a row that set no new lowest ``fun`` or gradient
+    norm end the run.
+
+    A point where ``fun`` or its gradient is not finite counts as infeasible:
+    the line search backs off from it and never accepts it, so every iterate,
+    and the result, has a finite value and gradient (there is no
+    "non-finite" status). At ``init_params`` there is nothing to back off to,
+    so a non-finite value or gradient there raises ``ValueError``.
+
+    Args:
+        fun: ``params -> ()`` scalar objective, differentiable by JAX.
+        init_params: starting point, a pytree of float arrays.
+        max_iter: most L-BFGS steps to take (>= 0).
+        tol: stop once the Euclidean norm of the gradient is at most this (>= 0).
+
+    Returns:
+        An :class:`LBFGSResult`.
+
+    Raises:
+        ValueError: ``init_params`` has no arrays, ``fun`` is not scalar,
+            ``fun`` or its gradient is not finite at ``init_params``, or
+            ``max_iter`` or ``tol`` is negative.
 
     Example:
         >>> import jax.numpy as jnp
         >>> res = lbfgs_minimize(lambda p: jnp.sum((p["a"] - 3.0) ** 2), {"a": jnp.zeros(2)})
         >>> res.params["a"].tolist()
         [3.0, 3.0]
+        >>> res.status, res.converged
+        ('converged', True)
     """
+    if max_iter < 0 or not tol >= 0:
+        raise ValueError(f"max_iter and tol must be >= 0, got max_iter={max_iter}, tol={tol}")
     init_params = jax.tree.map(lambda p: jnp.asarray(p, dtype=jnp.float64), init_params)
     leaves, treedef = jax.tree.flatten(init_params)
     if not leaves:
@@ -202,9 +268,23 @@ def lbfgs_minimize(fun, init_params, *, max_iter: int = 500, tol: float = 1e-10)
     f, g = evaluate(x)
     if not np.isfinite(f):
         raise ValueError(f"fun is not finite at init_params (value {f})")
+    bad = np.count_nonzero(~np.isfinite(g))
+    if bad:
+        raise ValueError(f"gradient of fun is not finite at init_params ({bad} of {g.size} "
+                         "entries); start where fun is differentiable")
     pairs = deque(maxlen=MEMORY)
-    iterations = 0
-    while iterations < max_iter and np.linalg.norm(g) >= tol:
+    iterations, stalled = 0, 0
+    lowest_f, lowest_grad_norm = f, np.linalg.norm(g)
+    while True:
+        if np.linalg.norm(g) <= tol:
+            status = "converged"
+            break
+        if iterations >= max_iter:
+            status = "max_iter"
+            break
+        if stalled >= STALL_STEPS:
+            status = "stalled"
+            break
         p = _two_loop(g, pairs)
         if not g @ p < 0:  # not a descent direction: restart from steepest descent
             pairs.clear()
@@ -213,8 +293,9 @@ def lbfgs_minimize(fun, init_params, *, max_iter: int = 500, tol: float = 1e-10)
         alpha = 1.0 if pairs else min(1.0, 1.0 / np.max(np.abs(p)))
         alpha, x_new, f_new, g_new, _ = _line_search(evaluate, x, f, g, p, alpha)
         if alpha is None:
-            if not pairs:
-                break  # even steepest descent finds no lower point: done to rounding
+            if not pairs:  # steepest descent finds no acceptable step either
+                status = "line_search_failed"
+                break
             pairs.clear()
             continue
         s, y = x_new - x, g_new - g
@@ -222,6 +303,11 @@ def lbfgs_minimize(fun, init_params, *, max_iter: int = 500, tol: float = 1e-10)
             pairs.append((s, y, 1.0 / (s @ y)))
         x, f, g = x_new, f_new, g_new
         iterations += 1
+        # Within rounding of f (the line search's slack) a step can leave f
+        # where it was: it is progress if it sets a record in f or in |g|.
+        progress = f < lowest_f or np.linalg.norm(g) < lowest_grad_norm
+        stalled = 0 if progress else stalled + 1
+        lowest_f, lowest_grad_norm = min(lowest_f, f), min(lowest_grad_norm, np.linalg.norm(g))
     sizes = np.cumsum([int(np.prod(shape)) for shape in structure[1]])[:-1]
     parts = [jnp.asarray(part.reshape(shape)) for part, shape in zip(np.split(x, sizes), structure[1])]
     return LBFGSResult(
@@ -229,4 +315,5 @@ def lbfgs_minimize(fun, init_params, *, max_iter: int = 500, tol: float = 1e-10)
         value=jnp.asarray(f),
         grad_norm=jnp.asarray(np.linalg.norm(g)),
         iterations=jnp.asarray(iterations),
+        status=status,
     )

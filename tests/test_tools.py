@@ -69,6 +69,72 @@ def test_lbfgs_matches_scipy_on_rosenbrock():
                                         jac=scipy.optimize.rosen_der, method="BFGS", tol=1e-12)
     np.testing.assert_allclose(result.params["x"], reference.x, atol=1e-6)
     assert result.grad_norm < 1e-9 and 0 < result.iterations < 1000
+    assert result.status == "converged" and result.converged
+
+
+def rosen(p):
+    return jnp.sum(100.0 * (p[1:] - p[:-1] ** 2) ** 2 + (1 - p[:-1]) ** 2)
+
+
+def test_lbfgs_stops_at_max_iter_and_says_so():
+    x0 = jnp.array([-1.2, 1.0, 0.5, -0.3])
+    result = lbfgs_minimize(rosen, x0, max_iter=3, tol=1e-9)
+    assert result.status == "max_iter" and not result.converged
+    assert result.iterations == 3 and result.grad_norm > 1e-9
+    assert result.value < rosen(x0)  # three real steps were taken
+    # Given the iterations, the same problem converges: the limit was the reason.
+    full = lbfgs_minimize(rosen, x0, max_iter=1000, tol=1e-9)
+    assert full.status == "converged" and full.iterations > 3
+    np.testing.assert_allclose(full.params, np.ones(4), atol=1e-8)
+
+
+def test_lbfgs_tol_zero_is_reached_at_an_exact_minimum():
+    # The gradient 2 (x - 3) is exactly 0 at x = 3, which L-BFGS reaches exactly.
+    result = lbfgs_minimize(lambda x: jnp.sum((x - 3.0) ** 2), jnp.zeros(2), tol=0.0, max_iter=50)
+    assert result.status == "converged" and result.grad_norm == 0.0 and result.iterations < 50
+    with pytest.raises(ValueError, match="must be >= 0"):
+        lbfgs_minimize(rosen, jnp.zeros(2), tol=-1.0)
+
+
+def test_lbfgs_rejects_a_nan_gradient_at_the_start():
+    # sqrt(x) behind a where: the value is finite at x = -1, its gradient is NaN.
+    f = lambda x: jnp.sum(jnp.where(x > 0, jnp.sqrt(x), 0.0) + x ** 2)
+    x0 = jnp.array([-1.0, 2.0])
+    value, grad = jax.value_and_grad(f)(x0)
+    assert np.isfinite(value) and np.isnan(grad).sum() == 1
+    with pytest.raises(ValueError, match=r"gradient of fun is not finite at init_params \(1 of 2"):
+        lbfgs_minimize(f, x0)
+
+
+def test_lbfgs_below_rounding_stalls_at_the_minimiser():
+    # f = x'Qx / 2 - c'x: minimiser Q^-1 c, which float64 cannot hit exactly, so the
+    # gradient stops near 1e-16 and a tol of 1e-20 is out of reach.
+    rng = np.random.default_rng(0)
+    R = rng.normal(size=(5, 5))
+    Q, c = R @ R.T + np.eye(5), rng.normal(size=5)
+    result = lbfgs_minimize(lambda x: 0.5 * x @ Q @ x - c @ x, jnp.zeros(5), tol=1e-20,
+                            max_iter=300)
+    assert result.status == "stalled" and not result.converged
+    assert 1e-20 < result.grad_norm < 1e-14 and result.iterations < 300
+    np.testing.assert_allclose(result.params, np.linalg.solve(Q, c), rtol=1e-13)
+    reference = scipy.optimize.minimize(lambda x: 0.5 * x @ Q @ x - c @ x, np.zeros(5),
+                                        jac=lambda x: Q @ x - c, method="L-BFGS-B",
+                                        options={"gtol": 1e-12, "ftol": 0.0})
+    np.testing.assert_allclose(result.params, reference.x, atol=1e-8)
+
+
+def test_lbfgs_line_search_fails_where_the_gradient_stops_being_finite():
+    # For x > 1.5 the value is finite but the gradient NaN (a where over a NaN
+    # branch); below it the slope is about -3 up to the edge. No point past 1.5 is
+    # accepted, and none short of it meets the curvature condition near the edge.
+    f = lambda x: jnp.sum((x - 3.0) ** 2 + jnp.where(x <= 1.5, (1.5 - x) ** 1.5, 0.0))
+    assert np.isnan(jax.grad(f)(jnp.array([2.0]))).all()
+    result = lbfgs_minimize(f, jnp.array([0.0]))
+    assert result.status == "line_search_failed" and not result.converged
+    x = float(result.params[0])
+    assert 1.4 < x <= 1.5 and result.value < f(jnp.array([0.0]))
+    np.testing.assert_allclose(result.grad_norm, abs(2 * (x - 3) - 1.5 * np.sqrt(1.5 - x)),
+                               rtol=1e-12)
 
 
 def test_lbfgs_finds_the_minimiser_of_a_quadratic_over_a_pytree():
@@ -96,6 +162,7 @@ def test_lbfgs_backs_off_from_infeasible_points():
     f = lambda x: jnp.where((x > 0) & (x < 1), -jnp.log(x) - jnp.log1p(-x), jnp.inf).sum()
     result = lbfgs_minimize(f, jnp.array([0.9, 0.05]))
     np.testing.assert_allclose(result.params, [0.5, 0.5], atol=1e-9)
+    assert result.status == "converged"
     with pytest.raises(ValueError, match="not finite at init_params"):
         lbfgs_minimize(f, jnp.array([2.0]))
 
