@@ -1,5 +1,14 @@
-"""Time jitted functions with compile time kept apart from run time."""
+"""Time code on two clocks, wall and process CPU, with a jitted function's compile apart from its runs.
 
+The project's one timer: the lectures, the tests and the benchmarks import it.
+Two clocks are read together: the wall clock (``time.perf_counter``) and the
+CPU time of this process, all threads (``time.process_time``). On a shared
+machine wall times grow with other processes' load and CPU times much less;
+a call on one thread takes about its CPU time on an idle machine, a call or a
+compilation on several threads less wall time than CPU time.
+"""
+
+import math
 import statistics
 import time
 from typing import NamedTuple
@@ -8,60 +17,111 @@ import jax
 
 from lecture_utils.compile_cache import persistent_cache_bypassed
 
+__all__ = ["Stopwatch", "Timing", "compiled_temp_bytes", "time_calls", "time_jitted",
+           "time_python"]
+
 
 class Timing(NamedTuple):
-    """Wall times in seconds.
+    """Seconds of wall time and of CPU time (this process, all threads).
 
     Attributes:
-        compile_s: tracing, lowering and XLA compilation, measured once.
-        run_s: median time of one call of the compiled function.
-        samples: how many timed samples the median is over.
+        compile_s: wall time of tracing, lowering and XLA compilation, measured
+            once; NaN where nothing was compiled (:func:`time_calls`).
+        run_s: median wall time of one call.
+        samples: how many timed samples the medians are over.
+        compile_cpu_s: CPU time of the same compilation; NaN where none.
+        run_cpu_s: median CPU time of one call.
     """
 
     compile_s: float
     run_s: float
     samples: int
+    compile_cpu_s: float
+    run_cpu_s: float
 
 
-def _median_call_time(call, repeat: int, min_sample_s: float) -> float:
-    """Median over ``repeat`` samples; each sample loops enough calls to last ``min_sample_s``."""
+def _clocks():
+    return time.perf_counter(), time.process_time()
+
+
+class Stopwatch:
+    """Wall and CPU seconds of a block of code, read once.
+
+    Example:
+        >>> with Stopwatch() as watch:
+        ...     time.sleep(0.01)
+        >>> watch.wall_s >= 0.01 > watch.cpu_s
+        True
+    """
+
+    wall_s: float
+    cpu_s: float
+
+    def __enter__(self):
+        self._start = _clocks()
+        return self
+
+    def __exit__(self, *exc_info):
+        wall, cpu = _clocks()
+        self.wall_s, self.cpu_s = wall - self._start[0], cpu - self._start[1]
+
+
+def _median_call_times(call, repeat: int, min_sample_s: float) -> tuple[float, float]:
+    """Median wall and CPU seconds per call over ``repeat`` samples.
+
+    After a warm-up call, each sample loops enough calls to last about
+    ``min_sample_s`` of wall time (one call if ``min_sample_s <= 0``), so that
+    the clocks' resolution and the loop's overhead do not count.
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
     call()  # warm-up
-    start = time.perf_counter()
-    call()
-    once = max(time.perf_counter() - start, 1e-9)
-    number = max(1, int(min_sample_s / once))
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
+    number = 1
+    if min_sample_s > 0:
+        with Stopwatch() as once:
             call()
-        samples.append((time.perf_counter() - start) / number)
-    return statistics.median(samples)
+        number = max(1, int(min_sample_s / max(once.wall_s, 1e-9)))
+    wall, cpu = [], []
+    for _ in range(repeat):
+        with Stopwatch() as sample:
+            for _ in range(number):
+                call()
+        wall.append(sample.wall_s / number)
+        cpu.append(sample.cpu_s / number)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def time_jitted(fn, *args, repeat: int = 7, min_sample_s: float = 0.02) -> Timing:
     """Compile ``jax.jit(fn)`` for ``args`` and time it, compile and run apart.
 
-    ``fn`` may already be jitted. ``compile_s`` is a real compile, as in a
-    fresh process: JAX's in-memory caches are cleared first, and the
-    persistent compilation cache (:mod:`lecture_utils.compile_cache`) is
-    neither read nor written while compiling. Each call is followed by
-    ``block_until_ready`` so that asynchronous dispatch does not hide work.
+    ``fn`` may already be jitted. The compile is a real one, as in a fresh
+    process: JAX's in-memory caches are cleared first, and the persistent
+    compilation cache (:mod:`lecture_utils.compile_cache`) is neither read nor
+    written while compiling. Each call is followed by ``block_until_ready`` so
+    that asynchronous dispatch does not hide work. Run times are medians over
+    ``repeat`` samples, each at least ``min_sample_s`` of wall time.
     """
     jax.clear_caches()
-    with persistent_cache_bypassed():
-        start = time.perf_counter()
+    with persistent_cache_bypassed(), Stopwatch() as compiling:
         compiled = jax.jit(fn).lower(*args).compile()
-        compile_s = time.perf_counter() - start
-    run_s = _median_call_time(
+    run_s, run_cpu_s = _median_call_times(
         lambda: jax.block_until_ready(compiled(*args)), repeat, min_sample_s
     )
-    return Timing(compile_s, run_s, repeat)
+    return Timing(compiling.wall_s, run_s, repeat, compiling.cpu_s, run_cpu_s)
+
+
+def time_calls(fn, *args, repeat: int = 7, min_sample_s: float = 0.02) -> Timing:
+    """Median wall and CPU time per call of a plain Python/NumPy function.
+
+    Nothing is compiled: ``compile_s`` and ``compile_cpu_s`` are NaN.
+    """
+    run_s, run_cpu_s = _median_call_times(lambda: fn(*args), repeat, min_sample_s)
+    return Timing(math.nan, run_s, repeat, math.nan, run_cpu_s)
 
 
 def time_python(fn, *args, repeat: int = 7, min_sample_s: float = 0.02) -> float:
-    """Median seconds per call of a plain Python/NumPy function."""
-    return _median_call_time(lambda: fn(*args), repeat, min_sample_s)
+    """Median wall seconds per call of a plain Python/NumPy function (``time_calls(...).run_s``)."""
+    return time_calls(fn, *args, repeat=repeat, min_sample_s=min_sample_s).run_s
 
 
 def compiled_temp_bytes(fn, *args) -> int:

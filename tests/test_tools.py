@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 
 import jax
@@ -15,7 +16,13 @@ import scipy.optimize
 
 from lecture_utils.gradcheck import assert_trees_allclose, central_difference, check_jvp, check_vjp
 from lecture_utils.optim import lbfgs_minimize
-from lecture_utils.timing import compiled_temp_bytes, time_jitted, time_python
+from lecture_utils.timing import (
+    Stopwatch,
+    compiled_temp_bytes,
+    time_calls,
+    time_jitted,
+    time_python,
+)
 
 
 @jax.custom_jvp
@@ -209,11 +216,78 @@ def test_lbfgs_does_not_recompile_the_same_objective():
     np.testing.assert_allclose(first.params, again.params, atol=1e-9)
 
 
-def test_timing_helpers_report_their_samples_and_real_scratch():
+# Timing: functions whose wall and CPU time are known. A sleep takes wall time
+# and next to no CPU time; a spin on this thread's CPU clock (a different clock
+# from the process-wide one the timer reads) takes at least its CPU time, and as
+# much wall time or more.
+CALL_S = 0.02  # one call
+TRACE_S = 0.1  # added to a compile, at trace time
+
+
+def sleep(x, seconds=CALL_S):
+    time.sleep(seconds)
+    return x
+
+
+def spin(x, seconds=CALL_S):
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+    return x
+
+
+def test_time_calls_tells_cpu_time_from_wall_time():
+    slept = time_calls(sleep, 1.0, repeat=3, min_sample_s=0)
+    assert slept.samples == 3 and np.isnan(slept.compile_s) and np.isnan(slept.compile_cpu_s)
+    assert CALL_S <= slept.run_s < 2.5 * CALL_S and slept.run_cpu_s < 0.1 * CALL_S
+    spun = time_calls(spin, 1.0, repeat=3, min_sample_s=0)
+    assert CALL_S <= spun.run_cpu_s < 1.5 * CALL_S and spun.run_s >= CALL_S
+    # Calls of 2 ms looped to samples of 20 ms: the times are per call.
+    short = time_calls(spin, 1.0, 0.002, repeat=3, min_sample_s=0.02)
+    assert 0.002 <= short.run_cpu_s < 0.003
+    # time_python is the wall time alone.
+    assert CALL_S <= time_python(sleep, 1.0, repeat=3, min_sample_s=0) < 2.5 * CALL_S
+    with Stopwatch() as watch:
+        spin(None, CALL_S)
+        sleep(None, CALL_S)
+    assert 2 * CALL_S <= watch.wall_s and CALL_S <= watch.cpu_s < 1.5 * CALL_S
+
+
+def on_host(f):
+    """A jitted function's body calling ``f`` on the host, once per call."""
+    def body(x):
+        shape = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        return 2.0 * jax.pure_callback(lambda x: np.asarray(f(np.asarray(x))), shape, x)
+    return body
+
+
+def test_time_jitted_times_runs_on_both_clocks():
+    x = jnp.ones(3)
+    slept = time_jitted(on_host(sleep), x, repeat=3, min_sample_s=0)
+    assert slept.samples == 3
+    assert CALL_S <= slept.run_s < 2.5 * CALL_S and slept.run_cpu_s < 0.25 * CALL_S
+    spun = time_jitted(on_host(spin), x, repeat=3, min_sample_s=0)
+    assert CALL_S <= spun.run_cpu_s < 1.5 * CALL_S and spun.run_s >= CALL_S
+
+
+def test_time_jitted_counts_tracing_in_the_compile():
+    # Python in the body runs while JAX traces, inside the compile's timer.
+    def traced_with(f):
+        def fn(x):
+            f(None, TRACE_S)
+            return jnp.sin(x) * 2.0
+        return fn
+
+    x = jnp.ones(3)
+    spun = time_jitted(traced_with(spin), x, repeat=3, min_sample_s=1e-3)
+    assert spun.compile_cpu_s >= TRACE_S and spun.compile_s >= TRACE_S
+    slept = time_jitted(traced_with(sleep), x, repeat=3, min_sample_s=1e-3)
+    assert slept.compile_s >= TRACE_S and slept.compile_cpu_s < slept.compile_s - TRACE_S / 2
+    assert slept.run_s < 0.01 * TRACE_S  # the sleep is not in the compiled program
+
+
+def test_compiled_temp_bytes_counts_real_scratch():
     x = jnp.ones((50, 50))
-    t = time_jitted(lambda x: x @ x, x, repeat=3, min_sample_s=1e-3)
-    assert t.samples == 3 and np.isfinite(t.run_s) and np.isfinite(t.compile_s)
-    assert np.isfinite(time_python(np.dot, np.ones(3), np.ones(3), repeat=3, min_sample_s=1e-3))
     # Scratch: none for an elementwise map; (x @ x) @ x must hold x @ x, one 50x50
     # float64 matrix; two independent products hold two.
     assert compiled_temp_bytes(lambda x: 2.0 * x, x) == 0
@@ -278,8 +352,11 @@ def test_time_jitted_compiles_for_real_despite_the_persistent_cache(tmp_path):
         import jax
         counts = Counter()
         jax.monitoring.register_event_listener(lambda name, **kw: counts.update([name]))
-        jax.monitoring.register_event_duration_secs_listener(
-            lambda name, secs, **kw: counts.update([name]))
+        seconds = Counter()
+        def on_duration(name, secs, **kw):
+            counts.update([name])
+            seconds[name] += secs
+        jax.monitoring.register_event_duration_secs_listener(on_duration)
         import lecture_utils
         import jax.numpy as jnp
         from lecture_utils.timing import time_jitted
@@ -293,15 +370,17 @@ def test_time_jitted_compiles_for_real_despite_the_persistent_cache(tmp_path):
         jax.jit(f).lower(x).compile()  # read back from the cache
         hits_before = counts["/jax/compilation_cache/cache_hits"]
         compiles_before = counts["/jax/core/compile/backend_compile_duration"]
+        seconds.clear()
         t = time_jitted(f, x, repeat=3, min_sample_s=1e-3)
         print(json.dumps({
             "hits_before": hits_before,
             "hits_in_timing": counts["/jax/compilation_cache/cache_hits"] - hits_before,
             "compiles_in_timing": counts["/jax/core/compile/backend_compile_duration"]
                                   - compiles_before,
-            "compile_s": t.compile_s}))
+            "compile_s": t.compile_s,
+            "backend_compile_s": seconds["/jax/core/compile/backend_compile_duration"]}))
     """
     out = run_python(code, {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}, tmp_path)
     assert out["hits_before"] == 1  # the cache is on and holds f ...
     assert out["hits_in_timing"] == 0 and out["compiles_in_timing"] == 1  # ... yet XLA compiled
-    assert out["compile_s"] > 0
+    assert out["compile_s"] >= out["backend_compile_s"]  # XLA's compile is in the timed span
