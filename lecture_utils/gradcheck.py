@@ -11,6 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+__all__ = ["assert_trees_allclose", "assert_trees_close_normwise", "central_difference",
+           "check_jvp", "check_vjp", "random_like", "tree_dot"]
+
 
 def tree_dot(a, b) -> jax.Array:
     """Sum of elementwise products over two pytrees of the same structure."""
@@ -40,6 +43,29 @@ def assert_trees_allclose(actual, desired, *, rtol=1e-7, atol=0.0, err_msg=""):
         raise AssertionError(f"tree structures differ: {a_def} vs {d_def}")
     for i, (a, d) in enumerate(zip(a_leaves, d_leaves)):
         np.testing.assert_allclose(a, d, rtol=rtol, atol=atol, err_msg=f"{err_msg} leaf {i}")
+
+
+def assert_trees_close_normwise(actual, desired, rtol, err_msg=""):
+    """Leaf by leaf, ``||actual - desired|| <= rtol * ||desired||`` (Frobenius norms).
+
+    Norm-wise, because an elementwise relative test is meaningless for entries
+    that are zero up to rounding, while an absolute one depends on the scale.
+    Also requires both to be finite.
+    """
+    a_leaves, a_def = jax.tree.flatten(actual)
+    d_leaves, d_def = jax.tree.flatten(desired)
+    if a_def != d_def:
+        raise AssertionError(f"tree structures differ: {a_def} vs {d_def}")
+    for i, (a, d) in enumerate(zip(a_leaves, d_leaves)):
+        a, d = np.asarray(a), np.asarray(d)
+        if a.shape != d.shape:
+            raise AssertionError(f"{err_msg} leaf {i}: shapes {a.shape} vs {d.shape}")
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(d))):
+            raise AssertionError(f"{err_msg} leaf {i}: non-finite entries")
+        err, scale = np.linalg.norm(a - d), np.linalg.norm(d)
+        if not (err <= rtol * scale or err == 0.0):
+            raise AssertionError(f"{err_msg} leaf {i}: ||diff|| = {err:.3e} > {rtol:.0e} * "
+                                 f"||ref|| = {rtol * scale:.3e}")
 
 
 def check_jvp(f, primals: tuple, tangents: tuple, *, eps=1e-6, rtol=1e-6, atol=1e-9):

@@ -14,7 +14,7 @@ The linear model is the special case :math:`f = A x + C w`, :math:`g = G x`.
 """
 
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,40 +22,15 @@ import numpy as np
 from jax import lax
 
 from lecture_utils._validation import as_float64, check_shape
+from lecture_utils.lss import LSSModel, check_lss_model
+
+__all__ = [
+    "LSSModel", "lss_observation", "lss_transition", "simulate_lss", "simulate_ssm",
+    "simulate_ssm_numpy",
+]
 
 Transition = Callable[[Any, Any, Any, Any], Any]  # f(x, w_t, params, t) -> x_next
 Observation = Callable[[Any, Any, Any], Any]  # g(x, params, t) -> noiseless y
-
-
-class LSSModel(NamedTuple):
-    """Linear state-space model ``x' = A x + C w``, ``y = G x + H v`` (a pytree).
-
-    Attributes:
-        A: (N, N) transition matrix.
-        C: (N, K) loading of the state shocks.
-        G: (M, N) observation matrix.
-        H: (M, L) loading of the observation shocks.
-    """
-
-    A: Any
-    C: Any
-    G: Any
-    H: Any
-
-
-def check_lss_model(model: LSSModel) -> tuple[LSSModel, tuple[int, int, int, int]]:
-    """Validate an ``LSSModel``; return it in float64 with ``(N, K, M, L)``."""
-    if not isinstance(model, LSSModel):
-        raise ValueError(f"model must be an LSSModel, got {type(model).__name__}")
-    A, C, G, H = (as_float64(f"model.{k}", m) for k, m in zip("ACGH", model))
-    if A.ndim != 2 or A.shape[0] != A.shape[1]:
-        raise ValueError(f"model.A must be square (N, N), got {A.shape}")
-    N = A.shape[0]
-    check_shape("model.C", C, (N, None))
-    check_shape("model.G", G, (None, N))
-    M = G.shape[0]
-    check_shape("model.H", H, (M, None))
-    return LSSModel(A, C, G, H), (N, C.shape[1], M, H.shape[1])
 
 
 def lss_transition(x, w_t, model: LSSModel, t):

@@ -5,11 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import (as_jax, dense_filter, dense_loglik, numpy_filter, random_lss,
-                     simulate_data, statsmodels_filter)
+from helpers import as_jax, random_lss, simulate_data
 
 from lecture_utils.gradcheck import check_jvp, check_vjp, random_like
 from lecture_utils.kalman import kalman_filter, kalman_filter_numpy, steady_state_gain
+from lecture_utils.kalman.reference import dense_filter, dense_loglik, statsmodels_filter
 from lecture_utils.simulation import LSSModel
 
 
@@ -38,17 +38,12 @@ def test_matches_numpy_references(seed):
     mu0, Sigma0 = rng.normal(size=4), np.diag(rng.uniform(0.5, 2, size=4))
     y = simulate_data(rng, model, 60, mu0, Sigma0)
     r = kalman_filter(model, mu0, Sigma0, y, jitter=0.0)
-    # The package's NumPy reference ...
-    loglik, mu, Sigma, gain = kalman_filter_numpy(model, mu0, Sigma0, y, jitter=0.0)
-    np.testing.assert_allclose(r.loglik, loglik, rtol=1e-10)
-    np.testing.assert_allclose(r.mu, mu, atol=1e-10)
-    np.testing.assert_allclose(r.Sigma, Sigma, atol=1e-10)
-    np.testing.assert_allclose(r.gain, gain, atol=1e-10)
-    # ... and the tests' own loop, innovations included.
-    ref = numpy_filter(model, mu0, Sigma0, y)
-    np.testing.assert_allclose(r.loglik, ref["loglik"], rtol=1e-10)
-    for name in ("mu", "Sigma", "gain", "innovation"):
-        np.testing.assert_allclose(getattr(r, name), ref[name], atol=1e-10, err_msg=name)
+    # The NumPy reference, every field of the result.
+    ref = kalman_filter_numpy(model, mu0, Sigma0, y, jitter=0.0)
+    np.testing.assert_allclose(r.loglik, ref.loglik, rtol=1e-10)
+    for name in ("mu", "Sigma", "gain", "innovation", "innovation_cov"):
+        np.testing.assert_allclose(getattr(r, name), getattr(ref, name), atol=1e-10,
+                                   err_msg=name)
     A, C, G, H = model
     P_hat = A @ np.asarray(r.Sigma[:-1]) @ A.T + C @ C.T  # S_t = G P_hat G' + H H'
     np.testing.assert_allclose(r.innovation_cov, G @ P_hat @ G.T + H @ H.T, atol=1e-10)
@@ -98,10 +93,10 @@ def test_jitter_is_relative_to_the_diagonal_of_S(rng):
     mu0, Sigma0 = rng.normal(size=3), np.eye(3)
     y = simulate_data(rng, model, 25, mu0, Sigma0)
     r = kalman_filter(model, mu0, Sigma0, y, jitter=1e-3)
-    ref = numpy_filter(model, mu0, Sigma0, y, jitter=1e-3)
-    np.testing.assert_allclose(r.loglik, ref["loglik"], rtol=1e-10)
-    np.testing.assert_allclose(r.mu, ref["mu"], atol=1e-10)
-    assert abs(ref["loglik"] - numpy_filter(model, mu0, Sigma0, y)["loglik"]) > 1e-3
+    ref = kalman_filter_numpy(model, mu0, Sigma0, y, jitter=1e-3)
+    np.testing.assert_allclose(r.loglik, ref.loglik, rtol=1e-10)
+    np.testing.assert_allclose(r.mu, ref.mu, atol=1e-10)
+    assert abs(ref.loglik - kalman_filter_numpy(model, mu0, Sigma0, y, jitter=0.0).loglik) > 1e-3
 
 
 @pytest.mark.parametrize("c", [1e-3, 7.0, 1e4])
@@ -141,7 +136,7 @@ def test_works_under_jit_and_vmap(problem):
     f = jax.jit(lambda A: kalman_filter(model._replace(A=A), mu0, Sigma0, y).loglik)
     batch = jax.vmap(f)(jnp.stack([model.A, 0.5 * model.A]))
     for b, A in enumerate([model.A, 0.5 * model.A]):  # each against the tests' loop
-        ref = numpy_filter(model._replace(A=A), mu0, Sigma0, y, jitter=1e-8)["loglik"]
+        ref = kalman_filter_numpy(model._replace(A=A), mu0, Sigma0, y, jitter=1e-8).loglik
         np.testing.assert_allclose(batch[b], ref, rtol=1e-10)
 
 
@@ -152,6 +147,6 @@ def test_many_observables_use_the_library_routines_and_agree(rng):
     y = simulate_data(rng, model, 30, mu0, Sigma0)
     r = kalman_filter(model, mu0, Sigma0, y, jitter=0.0)
     np.testing.assert_allclose(r.loglik, dense_loglik(model, mu0, Sigma0, y), rtol=1e-9)
-    ref = numpy_filter(model, mu0, Sigma0, y)
+    ref = kalman_filter_numpy(model, mu0, Sigma0, y, jitter=0.0)
     for name in ("mu", "Sigma", "gain", "innovation"):
-        np.testing.assert_allclose(getattr(r, name), ref[name], atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(getattr(r, name), getattr(ref, name), atol=1e-9, err_msg=name)

@@ -10,12 +10,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import (as_jax, assert_trees_close_normwise, central_difference_along,
-                     numpy_filter, random_direction, random_lss, simulate_data, stack_models,
-                     tree_vdot, with_missing)
+from helpers import as_jax, random_direction, random_lss, simulate_data, stack_models, with_missing
 
-from lecture_utils.kalman import (kalman_filter, kalman_filter_numpy, kalman_loglik,
-                                  kalman_loglik_batch, kalman_loglik_sharded)
+from lecture_utils.gradcheck import assert_trees_close_normwise, central_difference, tree_dot
+from lecture_utils.kalman import (
+    kalman_filter,
+    kalman_filter_numpy,
+    kalman_loglik,
+    kalman_loglik_batch,
+    kalman_loglik_sharded,
+)
 
 T = 25
 
@@ -42,7 +46,7 @@ def test_batch_equals_single_filter_and_numpy_reference_for_every_model(rng, B):
     got = np.asarray(kalman_loglik_batch(stacked, mu0, Sigma0, y, jitter=0.0))
     assert got.shape == (B,)
     np.testing.assert_allclose(got, one_by_one(models, mu0, Sigma0, y, jitter=0.0), rtol=1e-10)
-    want = [numpy_filter(m, a, b, c)["loglik"] for m, a, b, c in zip(models, mu0, Sigma0, y)]
+    want = [kalman_filter_numpy(m, a, b, c, jitter=0.0).loglik for m, a, b, c in zip(models, mu0, Sigma0, y)]
     np.testing.assert_allclose(got, want, rtol=1e-10)
     if B == 7:  # the package's own NumPy reference too (no missing data there)
         _, stacked, mu0, Sigma0, y = random_batch(rng, B)
@@ -56,7 +60,7 @@ def test_batch_equals_single_filter_and_numpy_reference_for_every_model(rng, B):
 def test_chunk_keyword_does_not_change_the_values(rng, chunk):
     models, stacked, mu0, Sigma0, y = random_batch(rng, 7)
     got = kalman_loglik_batch(stacked, mu0, Sigma0, y, chunk=chunk)
-    want = [numpy_filter(m, a, b, c, jitter=1e-8)["loglik"]
+    want = [kalman_filter_numpy(m, a, b, c, jitter=1e-8).loglik
             for m, a, b, c in zip(models, mu0, Sigma0, y)]
     np.testing.assert_allclose(got, want, rtol=1e-10)
 
@@ -70,7 +74,7 @@ def test_shared_and_per_model_arguments_broadcast(rng, shared):
         args[name] = per_model[name][0]  # one array for every model ...
         per_model[name] = [per_model[name][0]] * 5  # ... which is what each model sees
     got = kalman_loglik_batch(stacked, **args)
-    want = [numpy_filter(m, a, b, c, jitter=1e-8)["loglik"]
+    want = [kalman_filter_numpy(m, a, b, c, jitter=1e-8).loglik
             for m, a, b, c in zip(models, per_model["mu0"], per_model["Sigma0"],
                                   per_model["y"])]
     np.testing.assert_allclose(got, want, rtol=1e-10)
@@ -80,7 +84,7 @@ def test_shared_and_per_model_arguments_broadcast(rng, shared):
 def test_many_observables_fall_back_to_vmap(rng):
     models, stacked, mu0, Sigma0, y = random_batch(rng, 3, N=4, M=8, T=10)
     got = kalman_loglik_batch(stacked, mu0, Sigma0, y)
-    want = [numpy_filter(m, a, b, c, jitter=1e-8)["loglik"]
+    want = [kalman_filter_numpy(m, a, b, c, jitter=1e-8).loglik
             for m, a, b, c in zip(models, mu0, Sigma0, y)]
     np.testing.assert_allclose(got, want, rtol=1e-10)
 
@@ -102,26 +106,23 @@ def test_gradients_per_model_equal_jax_grad_of_each_model_and_finite_differences
     f = lambda models, mu0: total(models, mu0, Sigma0, y)
     for _ in range(2):  # along random directions, against central differences
         d = random_direction(rng, args)
-        np.testing.assert_allclose(tree_vdot(grads[:2], d),
-                                   central_difference_along(f, args, d, eps=1e-6),
+        np.testing.assert_allclose(tree_dot(grads[:2], d),
+                                   central_difference(f, args, d, eps=1e-6),
                                    rtol=1e-6, atol=1e-8)
 
 
 def test_sharded_on_one_device_equals_numpy_reference(rng):
     models, stacked, mu0, Sigma0, y = random_batch(rng, 5)
-    want = [numpy_filter(m, a, b, c, jitter=1e-8)["loglik"]
+    want = [kalman_filter_numpy(m, a, b, c, jitter=1e-8).loglik
             for m, a, b, c in zip(models, mu0, Sigma0, y)]
     np.testing.assert_allclose(kalman_loglik_sharded(stacked, mu0, Sigma0, y), want,
                                rtol=1e-10)
 
 
 SHARDED_ON_TWO_DEVICES = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
     import jax, numpy as np
     import lecture_utils
-    from helpers import numpy_filter
-    from lecture_utils.kalman import kalman_loglik_sharded
+    from lecture_utils.kalman import kalman_filter_numpy, kalman_loglik_sharded
     from lecture_utils.simulation import LSSModel
     assert jax.device_count() == 2, jax.devices()
     rng = np.random.default_rng(0)
@@ -134,14 +135,14 @@ SHARDED_ON_TWO_DEVICES = textwrap.dedent("""
     assert got.shape == (B,), got.shape
     for b in range(B):
         one = LSSModel(*(m[b] for m in models))
-        want = numpy_filter(one, np.zeros(N), np.eye(N), y, jitter=1e-8)["loglik"]
+        want = kalman_filter_numpy(one, np.zeros(N), np.eye(N), y, jitter=1e-8).loglik
         np.testing.assert_allclose(got[b], want, rtol=1e-10)
     # The work really is split: XLA compiled one program for two partitions.
     compiled = jax.jit(lambda m: kalman_loglik_sharded(m, np.zeros(N), np.eye(N), y)).lower(
         models).compile()
     assert "num_partitions=2" in compiled.as_text()
     print("devices", jax.device_count(), "ok")
-""").format(tests=os.path.dirname(os.path.abspath(__file__)))
+""")
 
 
 def test_sharded_over_two_cpu_devices_equals_numpy_reference():

@@ -9,11 +9,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import (as_jax, assert_trees_close_normwise, numpy_filter, random_lss,
-                     random_rotation, simulate_data, stack_models)
+from helpers import as_jax, random_lss, random_rotation, simulate_data, stack_models
 
-from lecture_utils.kalman import (kalman_filter, kalman_loglik, kalman_loglik_batch,
-                                  kalman_loglik_sharded, kalman_smoother)
+from lecture_utils.gradcheck import assert_trees_close_normwise
+from lecture_utils.kalman import (
+    kalman_filter,
+    kalman_filter_numpy,
+    kalman_loglik,
+    kalman_loglik_batch,
+    kalman_loglik_sharded,
+    kalman_smoother,
+)
 from lecture_utils.simulation import LSSModel
 
 
@@ -141,7 +147,7 @@ def test_rank_two_priors_are_accepted_by_the_batch_functions(problem):
     got = kalman_loglik_batch(models, mu0, priors, y)
     np.testing.assert_allclose(got, kalman_loglik_sharded(models, mu0, priors, y), rtol=1e-12)
     for b in (0, 17, 39):  # and the values are right, against the tests' loop
-        np.testing.assert_allclose(got[b], numpy_filter(model, mu0, priors[b], y, 1e-8)["loglik"],
+        np.testing.assert_allclose(got[b], kalman_filter_numpy(model, mu0, priors[b], y, jitter=1e-8).loglik,
                                    rtol=1e-9)
     pair = stack_models([model] * 2)
     for Sigma0 in priors:  # shared prior
@@ -197,7 +203,7 @@ def test_rank_deficient_S_fails_without_jitter_and_is_rescued_by_relative_jitter
     with pytest.raises(ValueError, match="positive definite"):
         kalman_filter(model, *PRIOR, y, jitter=0.0)
     got = kalman_filter(model, *PRIOR, y, jitter=1e-6).loglik
-    np.testing.assert_allclose(got, numpy_filter(model, *PRIOR, y, jitter=1e-6)["loglik"],
+    np.testing.assert_allclose(got, kalman_filter_numpy(model, *PRIOR, y, jitter=1e-6).loglik,
                                rtol=1e-7)
 
 
@@ -220,7 +226,7 @@ def test_under_vmap_a_failing_model_leaves_the_other_exact():
     models = as_jax(stack_models([good_model(), failing_model()]))
     got = jax.vmap(lambda m: kalman_loglik(m, *PRIOR, Y))(models)
     assert got[1] == -np.inf
-    np.testing.assert_allclose(got[0], numpy_filter(good_model(), *PRIOR, Y, 1e-8)["loglik"],
+    np.testing.assert_allclose(got[0], kalman_filter_numpy(good_model(), *PRIOR, Y, jitter=1e-8).loglik,
                                rtol=1e-10)
     assert got[0] == kalman_loglik(good_model(), *PRIOR, Y)
 
@@ -238,7 +244,7 @@ def test_a_failing_model_in_a_batch_leaves_the_others_and_their_gradients(batch)
     single = jax.jit(kalman_loglik)
     for b in (0, 1, 3):
         np.testing.assert_allclose(got[b], single(as_jax(models[b]), *PRIOR, Y), rtol=1e-13)
-        np.testing.assert_allclose(got[b], numpy_filter(models[b], *PRIOR, Y, 1e-8)["loglik"],
+        np.testing.assert_allclose(got[b], kalman_filter_numpy(models[b], *PRIOR, Y, jitter=1e-8).loglik,
                                    rtol=1e-10)
     # Gradients: the sum's gradient holds each model's own gradient in its slice.
     grads = jax.grad(lambda m: jnp.sum(batch(m, *PRIOR, Y)))(stacked)

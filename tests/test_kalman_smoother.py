@@ -5,10 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import (as_jax, central_difference_along, dense_smoother, random_direction,
-                     random_lss, simulate_data, statsmodels_smoother, tree_vdot, with_missing)
+from helpers import as_jax, random_direction, random_lss, simulate_data, with_missing
 
+from lecture_utils.gradcheck import central_difference, tree_dot
 from lecture_utils.kalman import SmootherResult, kalman_filter, kalman_smoother
+from lecture_utils.kalman.reference import dense_smoother, statsmodels_smoother
 
 T = 12
 
@@ -54,7 +55,7 @@ def test_smoother_equals_dense_gaussian_conditional(kind, missing):
 def test_smoother_equals_statsmodels(kind, missing):
     model, mu0, Sigma0, y = problem(10 + KINDS.index(kind), kind, missing)
     r = kalman_smoother(model, mu0, Sigma0, y, jitter=0.0)
-    mu, Sigma = statsmodels_smoother(model, mu0, Sigma0, y)  # x_1..x_T: statsmodels has no x_0
+    _, mu, Sigma = statsmodels_smoother(model, mu0, Sigma0, y)  # x_1..x_T: statsmodels has no x_0
     np.testing.assert_allclose(r.mu[1:], mu, atol=1e-8)
     np.testing.assert_allclose(r.Sigma[1:], Sigma, atol=1e-8)
 
@@ -83,8 +84,8 @@ def test_smoothed_means_are_differentiable():
     rng = np.random.default_rng(23)
     for _ in range(3):  # model and mu0 along random directions, against central differences
         d = random_direction(rng, args[:2])
-        fd = central_difference_along(lambda m, mu: f(m, mu, args[2]), args[:2], d, eps=1e-6)
-        np.testing.assert_allclose(tree_vdot(g[:2], d), fd, rtol=1e-6, atol=1e-8)
+        fd = central_difference(lambda m, mu: f(m, mu, args[2]), args[:2], d, eps=1e-6)
+        np.testing.assert_allclose(tree_dot(g[:2], d), fd, rtol=1e-6, atol=1e-8)
     # E[x | y] is linear in the observed y, and Cov[x | y] does not depend on it: the
     # y-gradient is the dense conditional's regression, read off by unit differences.
     base = np.sum(weights * dense_smoother(model, mu0, Sigma0, y)[0])

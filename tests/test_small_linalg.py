@@ -119,6 +119,12 @@ def test_products_with_trailing_batch_axes(rng):
     np.testing.assert_allclose(sl.matvec(jnp.asarray(A), jnp.asarray(x)),
                                np.einsum("ikab,kab->iab", A, x), rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(sl.transpose(jnp.asarray(A)), np.swapaxes(A, 0, 1))
+    S = rng.normal(size=(3, 3, 5, 2))
+    np.testing.assert_allclose(sl.symmetrize(jnp.asarray(S)),
+                               0.5 * (S + np.swapaxes(S, 0, 1)), rtol=1e-15)
+    np.testing.assert_array_equal(sl.diagonal(jnp.asarray(S)), np.einsum("iiab->iab", S))
+    np.testing.assert_array_equal(sl.outer(jnp.asarray(x), jnp.asarray(x)),
+                                  np.einsum("iab,jab->ijab", x, x))
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 6, 9])
@@ -127,5 +133,9 @@ def test_solve_matches_numpy_with_batch_axes_and_pivoting(rng, n):
     if n > 1:
         A[0, 0, 0, 0] = 0.0  # needs a row exchange
         A[1, 2] = np.eye(n)[::-1] + 1e-3 * A[1, 2]  # nearly a permutation: exchanges throughout
-    np.testing.assert_allclose(sl.solve(jnp.asarray(A), jnp.asarray(B)), np.linalg.solve(A, B),
-                               rtol=1e-9, atol=1e-11)
+    # Batch last, as every routine of _linalg takes it.
+    X = sl.solve(jnp.asarray(batch_last(A)), jnp.asarray(batch_last(B)))
+    np.testing.assert_allclose(X, batch_last(np.linalg.solve(A, B)), rtol=1e-9, atol=1e-11)
+    # Without batch axes, one system.
+    np.testing.assert_allclose(sl.solve(jnp.asarray(A[0, 0]), jnp.asarray(B[0, 0])),
+                               np.linalg.solve(A[0, 0], B[0, 0]), rtol=1e-9, atol=1e-11)

@@ -1,22 +1,29 @@
 """Matrix operations shaped for the tiny matrices of economic state-space models.
 
+One convention throughout: **matrix axes first, batch axes last**. An
+``(n, k, *batch)`` array is a stack of ``n x k`` matrices; with no batch axes
+it is one matrix. (The filters' stacked outputs, with time as the leading
+axis, never pass through these routines.) Batch-last storage lets each
+"scalar" operation below run over contiguous numbers, which XLA vectorises
+(see :mod:`lecture_utils.kalman.batch`).
+
 On XLA:CPU each ``dot`` or ``cholesky`` inside a ``lax.scan`` body is a
 separate call with a fixed overhead far larger than the arithmetic of a 5x5
 product. Written as broadcast-multiply-sums, products fuse with the
 surrounding elementwise work; for a small innovation dimension M, Cholesky and
 triangular solves unrolled at trace time into scalar operations fuse too.
 Values equal the library routines' to rounding (see tests/test_small_linalg.py).
-
-Every routine also accepts *trailing batch axes*: a ``(n, k, B)`` array is B
-matrices stored batch-last, so that each "scalar" operation above runs over B
-contiguous numbers, which XLA vectorises (see :mod:`lecture_utils.kalman.batch`).
-The exception is :func:`solve`, used by the parallel filter, which takes
-*leading* batch axes, as ``jnp.linalg.solve`` does.
 """
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+__all__ = [
+    "MAX_UNROLLED_M", "cholesky", "diag_matrix", "diagonal", "eye_like", "inverse_from_cholesky",
+    "matmul", "matvec", "outer", "solve", "solve_lower", "solve_lower_transpose", "symmetrize",
+    "transpose",
+]
 
 MAX_UNROLLED_M = 6  # beyond this, trace size grows as M^3: use the library routines
 MAX_BROADCAST_PRODUCT = 1000  # n * k * m above which a real dot is faster (N >= 16 or so)
@@ -25,6 +32,21 @@ MAX_BROADCAST_PRODUCT = 1000  # n * k * m above which a real dot is faster (N >=
 def transpose(A):
     """Swap the two matrix axes of ``A`` (n, k, *batch) -> (k, n, *batch)."""
     return jnp.swapaxes(A, 0, 1)
+
+
+def symmetrize(A):
+    """``(A + A') / 2`` for (n, n, *batch)."""
+    return 0.5 * (A + transpose(A))
+
+
+def diagonal(A):
+    """The diagonal (n, *batch) of ``A`` (n, n, *batch)."""
+    return jnp.moveaxis(jnp.diagonal(A, axis1=0, axis2=1), -1, 0)
+
+
+def outer(a, b):
+    """``a b'`` (n, k, *batch) from a (n, *batch) and b (k, *batch)."""
+    return a[:, None] * b[None, :]
 
 
 def eye_like(A):
@@ -110,15 +132,16 @@ def solve_lower_transpose(L, b):
 def solve(A, B):
     """Solve ``A X = B``: Gaussian elimination with partial pivoting, for small n.
 
-    ``A`` is (..., n, n) and ``B`` (..., n, k), with leading batch axes (the
-    pivot is chosen per batch element). The elimination and the back
-    substitution are ``lax.fori_loop`` s over the n columns, so the program is
-    the same size for every n and makes no LAPACK call (with jaxlib 0.10.2, a
-    LAPACK solve inside the parallel filter sometimes stalled XLA:CPU's
-    runtime for good at T >= 4,000).
+    ``A`` is (n, n, *batch) and ``B`` (n, k, *batch); the pivot is chosen per
+    batch element. The elimination and the back substitution are
+    ``lax.fori_loop`` s over the n columns, so the program is the same size
+    for every n and makes no LAPACK call (with jaxlib 0.10.2, a LAPACK solve
+    inside the parallel filter sometimes stalled XLA:CPU's runtime for good
+    at T >= 4,000).
     """
-    n = A.shape[-1]
-    aug = jnp.concatenate([A, B], axis=-1)
+    n = A.shape[0]
+    # Internally the batch axes lead: (*batch, n, n + k).
+    aug = jnp.moveaxis(jnp.concatenate([A, B], axis=1), (0, 1), (-2, -1))
     rows = jnp.arange(n)
 
     def eliminate(j, aug):
@@ -137,8 +160,10 @@ def solve(A, B):
     def substitute(i, X):
         j = n - 1 - i
         U_j = lax.dynamic_slice_in_dim(U, j, 1, axis=-2)[..., 0, :]  # (..., n)
-        rhs = lax.dynamic_slice_in_dim(Y, j, 1, axis=-2)[..., 0, :] - jnp.einsum("...i,...ik->...k", jnp.where(rows > j, U_j, 0.0), X)
+        Y_j = lax.dynamic_slice_in_dim(Y, j, 1, axis=-2)[..., 0, :]
+        rhs = Y_j - jnp.einsum("...i,...ik->...k", jnp.where(rows > j, U_j, 0.0), X)
         x_j = rhs / U_j[..., j][..., None]
         return jnp.where((rows == j)[..., None], x_j[..., None, :], X)
 
-    return lax.fori_loop(0, n, substitute, jnp.zeros_like(Y))
+    X = lax.fori_loop(0, n, substitute, jnp.zeros_like(Y))
+    return jnp.moveaxis(X, (-2, -1), (0, 1))

@@ -7,14 +7,17 @@ observed entries and :math:`D = \operatorname{diag}(m_t)`,
 
 .. math::
 
-    G_t = D G, \qquad R_t = D R D + (I - D), \qquad y_t \to D y_t,
+    G_t = D G, \qquad (R_t)_{ij} = R_{ij} \text{ if } i, j \text{ observed, else } \delta_{ij},
+    \qquad y_t \to D y_t,
 
 so a missing entry has innovation 0, innovation variance 1, no covariance with
-the others and no gain, and adds exactly nothing to the log-likelihood.
+the others and no gain, and adds exactly nothing to the log-likelihood. The
+observed entries of :math:`R_t` are those of :math:`R` exactly (selected, not
+computed), so a tiny measurement variance keeps its precision.
 
-Both steps accept trailing batch axes on every argument (a (N, N, B) Sigma is
-B covariances, stored batch-last), which :mod:`lecture_utils.kalman.batch` uses;
-the single filters pass none. The library branch for M > 6 takes none.
+Every argument may carry trailing batch axes, as in :mod:`._linalg` (a
+(N, N, B) Sigma is B covariances), which :mod:`lecture_utils.kalman.batch`
+uses; the single filters pass none. The library branch for M > 6 takes none.
 """
 
 from typing import NamedTuple
@@ -25,6 +28,9 @@ import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from lecture_utils.kalman import _linalg as sl
+
+__all__ = ["LOG_2PI", "Update", "condition_on", "masked", "noise_covariances", "observed",
+           "positive_definite", "predict"]
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -56,8 +62,10 @@ class Update(NamedTuple):
     ok: jax.Array
 
 
-def symmetrize(X):
-    return 0.5 * (X + sl.transpose(X))
+def noise_covariances(model):
+    """``(Q, R) = (C C', H H')``, (N, N, *b) and (M, M, *b)."""
+    return (sl.matmul(model.C, sl.transpose(model.C)),
+            sl.matmul(model.H, sl.transpose(model.H)))
 
 
 def observed(y_t):
@@ -66,15 +74,22 @@ def observed(y_t):
 
 
 def masked(y_t, G, R):
-    """The observed part of the model at one date: ``(m_t, D y_t, D G, D R D + I - D)``."""
+    """The observed part of the model at one date: ``(m_t, D y_t, D G, R_t)``."""
     m = observed(y_t)
-    pair = m[:, None] * m[None, :]
-    return m, jnp.where(m > 0, y_t, 0.0), G * m[:, None], R * pair + sl.eye_like(R) - sl.diag_matrix(m)
+    both = sl.outer(m, m) > 0
+    return m, jnp.where(m > 0, y_t, 0.0), G * m[:, None], jnp.where(both, R, sl.eye_like(R))
 
 
 def predict(mu, Sigma, A, Q):
     """One-step-ahead mean (N,) and covariance (N, N) of the state."""
     return sl.matvec(A, mu), sl.matmul(sl.matmul(A, Sigma), sl.transpose(A)) + Q
+
+
+def positive_definite(S):
+    """Whether ``S`` (M, M) passes the Cholesky test of :func:`condition_on` (a () bool)."""
+    if S.shape[0] <= sl.MAX_UNROLLED_M:
+        return sl.cholesky(S)[1]
+    return jnp.all(jnp.isfinite(jnp.linalg.cholesky(jax.lax.stop_gradient(S))))
 
 
 def condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter) -> Update:
@@ -90,8 +105,8 @@ def condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter) -> Update:
     M = y_t.shape[0]
     m, y_t, G, R = masked(y_t, G, R)
     Sigma_hat_Gt = sl.matmul(Sigma_hat, sl.transpose(G))  # (N, M)
-    S = symmetrize(sl.matmul(G, Sigma_hat_Gt) + R)
-    S = S + jitter * sl.diag_matrix(m * jnp.moveaxis(jnp.diagonal(S, axis1=0, axis2=1), -1, 0))
+    S = sl.symmetrize(sl.matmul(G, Sigma_hat_Gt) + R)
+    S = S + jitter * sl.diag_matrix(m * sl.diagonal(S))
     nu = y_t - sl.matvec(G, mu_hat)
     if M <= sl.MAX_UNROLLED_M:
         L, ok = sl.cholesky(S)
@@ -106,7 +121,7 @@ def condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter) -> Update:
     else:
         # The library Cholesky returns NaN for an indefinite S, and its derivative
         # would too: factor a stand-in (the identity) there instead.
-        ok = jnp.all(jnp.isfinite(jnp.linalg.cholesky(jax.lax.stop_gradient(S))))
+        ok = positive_definite(S)
         L = jnp.linalg.cholesky(jnp.where(ok, S, jnp.eye(M)))
         K = cho_solve((L, True), Sigma_hat_Gt.T).T
         z = solve_triangular(L, nu, lower=True)
@@ -116,5 +131,5 @@ def condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter) -> Update:
         S_inv = cho_solve((L, True), jnp.eye(M))
     loglik_t = -0.5 * (jnp.sum(m, axis=0) * LOG_2PI + log_det_S + quad)
     mu = mu_hat + sl.matvec(K, nu)
-    Sigma = symmetrize(Sigma_hat - sl.matmul(K, sl.transpose(Sigma_hat_Gt)))
+    Sigma = sl.symmetrize(Sigma_hat - sl.matmul(K, sl.transpose(Sigma_hat_Gt)))
     return Update(mu, Sigma, K, nu, S, S_inv_nu, S_inv, Sigma_hat_Gt, loglik_t, ok)

@@ -1,14 +1,17 @@
 """Log-likelihoods of many parameter sets at once, on one device or sharded over all.
 
-``jax.vmap`` of :func:`lecture_utils.kalman.kalman_filter` is correct but puts
+A backend: :func:`loglik_batch` and :func:`loglik_sharded` take inputs checked
+by the public :func:`~lecture_utils.kalman.kalman_loglik_batch` and
+:func:`~lecture_utils.kalman.kalman_loglik_sharded`, and never call a public
+entry point. ``jax.vmap`` of :func:`lecture_utils.kalman.kalman_filter` is correct but puts
 the batch axis first: each model's 5x5 matrices sit apart in memory and XLA's
 fused loops over them are too short to vectorise. Here the batch axis is moved
 *last* (structure of arrays), so that every scalar operation of the unrolled
 small-matrix filter runs over B contiguous numbers in SIMD registers. The
 arithmetic is the same as the single filter's: the step functions are shared.
 
-:func:`kalman_loglik_sharded` splits the batch over every JAX device with
-``jax.shard_map``; each device runs :func:`kalman_loglik_batch` on its slice.
+:func:`loglik_sharded` splits the batch over every JAX device with
+``jax.shard_map``; each device runs :func:`loglik_batch` on its slice.
 The same call uses all GPUs of a multi-GPU machine, or several CPU devices
 made with ``XLA_FLAGS=--xla_force_host_platform_device_count=n``.
 """
@@ -21,10 +24,10 @@ from jax import lax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from lecture_utils.kalman import _linalg as sl
-from lecture_utils.kalman._checks import check_batch_inputs
-from lecture_utils.kalman._steps import condition_on, predict, symmetrize
-from lecture_utils.kalman.sequential import kalman_loglik
-from lecture_utils.simulation import LSSModel
+from lecture_utils.kalman import sequential
+from lecture_utils.kalman._steps import condition_on, noise_covariances, predict
+
+__all__ = ["CPU_CHUNK", "default_chunk", "loglik_batch", "loglik_sharded"]
 
 CPU_CHUNK = 100  # models per chunk on a CPU; measured on a 2-core x86 machine at N = 2 and 5
 
@@ -54,19 +57,23 @@ def _batch_last(x, batched, B):
 
 def _loglik_batch_last(models, mu0, Sigma0, y, jitter):
     B = models.A.shape[0]
-    A, C, G, H = (jnp.moveaxis(m, 0, -1) for m in models)  # (rows, cols, B)
-    Q, R = sl.matmul(C, sl.transpose(C)), sl.matmul(H, sl.transpose(H))
+    A, C, G, H = batch_last = jax.tree.map(lambda m: jnp.moveaxis(m, 0, -1), models)  # (n, k, B)
+    Q, R = noise_covariances(batch_last)
     mu = _batch_last(mu0, mu0.ndim == 2, B)
-    Sigma = symmetrize(_batch_last(Sigma0, Sigma0.ndim == 3, B))
+    Sigma = sl.symmetrize(_batch_last(Sigma0, Sigma0.ndim == 3, B))
     # Time first for the scan; y_t is (M, B) if batched, else (M, 1) and broadcasts.
     y = jnp.moveaxis(y, 0, -1) if y.ndim == 3 else y[..., None]
 
     def step(carry, y_t):
-        """carry = the filtered moments, the log-likelihood so far and success, each per model."""
+        """carry = the filtered moments, the log-likelihood so far and success, each per model.
+
+        A model whose step fails keeps its last moments (as in the sequential filter).
+        """
         mu, Sigma, loglik, ok = carry
         mu_hat, Sigma_hat = predict(mu, Sigma, A, Q)
         u = condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter)
-        return (u.mu, u.Sigma, loglik + u.loglik, ok & u.ok), None
+        ok = ok & u.ok
+        return (jnp.where(ok, u.mu, mu), jnp.where(ok, u.Sigma, Sigma), loglik + u.loglik, ok), None
 
     init = (mu, Sigma, jnp.zeros(B), jnp.ones(B, dtype=bool))
     (_, _, loglik, ok), _ = lax.scan(step, init, y)
@@ -95,58 +102,29 @@ def _loglik_chunked(models, mu0, Sigma0, y, jitter, chunk):
     return lax.map(one_chunk, chunks).reshape(-1)[:B]
 
 
-def kalman_loglik_batch(models: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
-                        chunk: int | None = None):
-    """Log-likelihoods of B parameter sets, computed together.
+def loglik_batch(models, mu0, Sigma0, y, jitter, chunk=None):
+    """(B,) log-likelihoods of checked, stacked inputs; ``chunk`` None means :func:`default_chunk`.
 
-    Args:
-        models: ``LSSModel`` whose matrices carry a leading batch axis:
-            A (B, N, N), C (B, N, K), G (B, M, N), H (B, M, L).
-        mu0: (N,) shared or (B, N) prior means.
-        Sigma0: (N, N) shared or (B, N, N) prior covariances.
-        y: (T, M) shared observations or (B, T, M), one series per model.
-        jitter: as in :func:`lecture_utils.kalman.kalman_filter`.
-        chunk: models processed together; default :func:`default_chunk`
-            (100 on a CPU, the whole batch on an accelerator).
-
-    Returns:
-        (B,) log-likelihoods, equal to ``kalman_filter(...).loglik`` for each
-        model, missing entries (NaN in ``y``) included. Where some ``S_t`` of a
-        model is not positive definite, its entry is ``-inf`` with a zero
-        gradient and the others are unaffected (no error is raised, so that
-        one bad point of a grid does not stop the rest). Differentiable, and
-        usable under ``jit``.
-
-    Raises:
-        ValueError: as the validator of :func:`~lecture_utils.kalman.kalman_filter`:
-            wrong shapes, non-finite model or prior, infinite observations, a
-            prior covariance that is not positive semi-definite.
+    See :func:`~lecture_utils.kalman.kalman_loglik_batch` for the arguments.
+    ``jitter`` is a numerical setting: its derivative is zero.
     """
-    models, mu0, Sigma0, y, (B, N, M) = check_batch_inputs(models, mu0, Sigma0, y)
-    if M > sl.MAX_UNROLLED_M:  # the library Cholesky wants the batch axis first
+    jitter = jax.lax.stop_gradient(jitter)
+    if models.G.shape[1] > sl.MAX_UNROLLED_M:  # the library Cholesky wants the batch axis first
         in_axes = (0, 0 if mu0.ndim == 2 else None, 0 if Sigma0.ndim == 3 else None,
-                   0 if y.ndim == 3 else None)
-        return jax.vmap(lambda *args: kalman_loglik(*args, jitter=jitter),
-                        in_axes=in_axes)(models, mu0, Sigma0, y)
+                   0 if y.ndim == 3 else None, None)
+        return jax.vmap(sequential.loglik, in_axes=in_axes)(models, mu0, Sigma0, y, jitter)
     return _loglik_chunked(models, mu0, Sigma0, y, jitter, default_chunk() if chunk is None else chunk)
 
 
-def kalman_loglik_sharded(models: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
-                          mesh: jax.sharding.Mesh | None = None):
-    """:func:`kalman_loglik_batch` with the batch split over the devices of ``mesh``.
+def loglik_sharded(models, mu0, Sigma0, y, jitter, mesh=None):
+    """:func:`loglik_batch` with the batch split over the devices of ``mesh`` (checked inputs).
 
-    ``mesh`` defaults to a one-axis mesh over all ``jax.devices()``. B need not
-    divide by the device count: the batch is padded with copies of its first
-    model, whose results are dropped.
-
-    Returns:
-        (B,) log-likelihoods.
+    ``mesh`` has one axis; None means one over all ``jax.devices()``. B need
+    not divide by the device count: the batch is padded with copies of its
+    first model, whose results are dropped.
     """
-    models, mu0, Sigma0, y, _ = check_batch_inputs(models, mu0, Sigma0, y)
     if mesh is None:
         mesh = jax.make_mesh((jax.device_count(),), ("batch",), axis_types=(AxisType.Auto,))
-    if len(mesh.axis_names) != 1:
-        raise ValueError(f"mesh must have one axis, got {mesh.axis_names}")
     batched = (True, mu0.ndim == 2, Sigma0.ndim == 3, y.ndim == 3)
     return _sharded(mesh, batched)(models, mu0, Sigma0, y, jitter)
 
@@ -158,7 +136,7 @@ def _sharded(mesh, batched):
     specs = tuple(PartitionSpec(axis) if b else PartitionSpec() for b in batched)
 
     def local(models, mu0, Sigma0, y, jitter):
-        return kalman_loglik_batch(models, mu0, Sigma0, y, jitter=jitter)
+        return loglik_batch(models, mu0, Sigma0, y, jitter)
 
     # check_vma=False: every device's computation is independent and the scan
     # carries mix shared (replicated) and per-device values by design.

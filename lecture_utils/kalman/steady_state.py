@@ -1,9 +1,11 @@
-"""The steady-state Kalman gain, from the discrete algebraic Riccati equation."""
+"""The steady-state Kalman gain, from the discrete algebraic Riccati equation (SciPy)."""
 
 import numpy as np
 import scipy.linalg
 
-from lecture_utils.simulation import LSSModel, check_lss_model
+from lecture_utils.lss import LSSModel, check_lss_model
+
+__all__ = ["steady_state_gain"]
 
 
 def steady_state_gain(model: LSSModel) -> np.ndarray:

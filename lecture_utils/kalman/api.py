@@ -1,0 +1,188 @@
+"""The public entry points: validate once, then dispatch to a backend.
+
+Every function here checks its arguments with the one validator
+(:mod:`lecture_utils.kalman._checks`), calls a backend (:mod:`.sequential`,
+:mod:`.parallel`, :mod:`.smoother`, :mod:`.batch`), which never calls back
+into this module, and, when the result is concrete, turns a failed
+factorisation into a ``ValueError``.
+
+Failure semantics, the same everywhere: eager calls raise ``ValueError``
+naming the culprit; under ``jit``/``grad``/``vmap`` values cannot be
+inspected, and a failed factorisation gives ``loglik = -inf`` with a finite
+(zero) gradient, never NaN; a failing member of a batch does not touch the
+others. ``jitter`` is a numerical setting, not a parameter: its derivative is
+zero in every entry point.
+"""
+
+import jax
+import numpy as np
+
+from lecture_utils._validation import is_concrete
+from lecture_utils.kalman import batch, parallel, sequential, smoother
+from lecture_utils.kalman._checks import check_batch_inputs, check_inputs, check_mesh
+from lecture_utils.kalman.results import KalmanResult, SmootherResult
+from lecture_utils.lss import LSSModel
+
+__all__ = ["kalman_filter", "kalman_loglik", "kalman_loglik_batch", "kalman_loglik_sharded",
+           "kalman_smoother"]
+
+
+def _raise_if_failed(loglik, jitter):
+    if is_concrete(loglik) and np.isneginf(np.asarray(loglik)):
+        raise ValueError(
+            "the innovation covariance S_t = G Sigma_hat G' + H H' is not positive definite "
+            f"at some t (jitter = {float(jitter)}); check Sigma0, H and C, or raise jitter")
+
+
+def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
+                  method: str = "sequential") -> KalmanResult:
+    """Run the Kalman filter and return the log-likelihood and filtered moments.
+
+    Args:
+        model: ``LSSModel`` with A (N, N), C (N, K), G (M, N), H (M, L).
+        mu0: (N,) prior mean of ``x_0``.
+        Sigma0: (N, N) prior covariance of ``x_0`` (symmetrised).
+        y: (T, M) observations; ``y[t]`` observes ``x_{t+1}``; NaN marks an
+            entry that was not observed.
+        jitter: relative regularisation, finite and >= 0: each observed
+            diagonal entry of ``S_t`` is multiplied by ``1 + jitter`` before
+            its Cholesky factorisation (rescaling a series does not change its
+            effect); pass 0.0 for the exact filter. A setting, not a
+            parameter: its derivative is zero.
+        method: ``"sequential"``, a ``lax.scan`` over t; or ``"parallel"``,
+            the blocked parallel scan of :mod:`lecture_utils.kalman.parallel`
+            (about 2 sqrt(T) sequential rounds of vectorised work instead of
+            T; slower on a CPU, for accelerators). Same results for
+            ``jitter=0``; it needs ``G CC' G' + HH'`` positive definite.
+
+    Returns:
+        A :class:`~lecture_utils.kalman.KalmanResult`.
+
+    Raises:
+        ValueError: on wrong shapes; on NaN or infinite entries of the model,
+            ``mu0`` or ``Sigma0``, infinite entries of ``y``, a ``Sigma0``
+            that is not symmetric positive semi-definite, or a negative or
+            non-finite ``jitter`` (checked when the inputs are concrete); and
+            when some ``S_t`` is not positive definite. Under
+            ``jit``/``grad``/``vmap`` a non-positive-definite ``S_t`` gives
+            ``loglik = -inf`` with a finite gradient, never NaN.
+    """
+    model, mu0, Sigma0, y, jitter, _ = check_inputs(model, mu0, Sigma0, y, jitter, method)
+    backend = parallel if method == "parallel" and y.shape[0] > 0 else sequential
+    result = backend.filter(model, mu0, Sigma0, y, jitter)
+    _raise_if_failed(result.loglik, jitter)
+    return result
+
+
+def kalman_loglik(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> jax.Array:
+    """The log-likelihood of :func:`kalman_filter`, with a hand-derived reverse rule.
+
+    The value is computed without storing the path (scratch memory does not
+    grow with T). Its gradient (``jax.grad``, ``jax.vjp``) runs the adjoint of
+    the filter backwards in time (:mod:`lecture_utils.kalman.adjoint`) instead
+    of reading back autodiff's record of every operation: about the cost of a
+    second filter. Second derivatives differentiate that rule again:
+    ``jax.hessian`` (forward mode over the reverse rule) and
+    ``jax.jacrev(jax.grad(f))`` (reverse over reverse) both work and agree.
+    Forward mode through the function itself is refused (it is a
+    ``jax.custom_vjp``): ``jax.jvp`` and ``jax.jacfwd`` of it raise; use
+    :func:`kalman_filter`'s ``loglik`` for those.
+
+    Args and Raises: as :func:`kalman_filter`.
+
+    Returns:
+        () log-likelihood; ``-inf`` with a zero gradient where some ``S_t`` is
+        not positive definite under ``jit``/``grad``/``vmap``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> model = LSSModel(jnp.eye(1) * 0.9, jnp.eye(1), jnp.eye(1), jnp.eye(1))
+        >>> y = jnp.array([[0.5], [jnp.nan], [-0.2]])
+        >>> ll = kalman_loglik(model, jnp.zeros(1), jnp.eye(1), y)
+        >>> bool(jnp.isclose(ll, kalman_filter(model, jnp.zeros(1), jnp.eye(1), y).loglik))
+        True
+    """
+    model, mu0, Sigma0, y, jitter, _ = check_inputs(model, mu0, Sigma0, y, jitter)
+    loglik = sequential.loglik(model, mu0, Sigma0, y, jitter)
+    _raise_if_failed(loglik, jitter)
+    return loglik
+
+
+def kalman_smoother(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> SmootherResult:
+    """Moments of every state given all observations.
+
+    Computed from the adjoint recursion of :func:`kalman_loglik` (the
+    derivatives of the log-likelihood with respect to each predicted mean and
+    covariance): the (r, N) smoother of Bryson and Frazier, as written by
+    Durbin and Koopman (2012, sec. 4.4), not the Rauch-Tung-Striebel form. It
+    never inverts a predicted covariance: singular state noise and exactly
+    observed states are fine. Differentiable (by autodiff).
+
+    Args and Raises: as :func:`kalman_filter`.
+
+    Returns:
+        A :class:`~lecture_utils.kalman.SmootherResult`; row 0 is ``x_0``, the
+        last row equals the filter's.
+    """
+    model, mu0, Sigma0, y, jitter, _ = check_inputs(model, mu0, Sigma0, y, jitter)
+    result = smoother.smoother(model, mu0, Sigma0, y, jitter)
+    _raise_if_failed(result.loglik, jitter)
+    return result
+
+
+def kalman_loglik_batch(models: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
+                        chunk: int | None = None) -> jax.Array:
+    """Log-likelihoods of B parameter sets, computed together.
+
+    Args:
+        models: ``LSSModel`` whose matrices carry a leading batch axis:
+            A (B, N, N), C (B, N, K), G (B, M, N), H (B, M, L).
+        mu0: (N,) shared or (B, N) prior means.
+        Sigma0: (N, N) shared or (B, N, N) prior covariances.
+        y: (T, M) shared observations or (B, T, M), one series per model.
+        jitter: as in :func:`kalman_filter`.
+        chunk: models processed together; default
+            :func:`lecture_utils.kalman.batch.default_chunk` (100 on a CPU,
+            the whole batch on an accelerator).
+
+    Returns:
+        (B,) log-likelihoods, equal to ``kalman_filter(...).loglik`` for each
+        model, missing entries (NaN in ``y``) included. Where some ``S_t`` of a
+        model is not positive definite, its entry is ``-inf`` with a zero
+        gradient and the others are unaffected (no error is raised, so that
+        one bad point of a grid does not stop the rest). Differentiable, and
+        usable under ``jit``. Models with M > 6 are run by ``jax.vmap`` of
+        the sequential filter.
+
+    Raises:
+        ValueError: as :func:`kalman_filter`'s validator: wrong shapes,
+            non-finite model or prior, infinite observations, a prior
+            covariance that is not positive semi-definite, a bad ``jitter``
+            or ``chunk``.
+    """
+    models, mu0, Sigma0, y, jitter, _ = check_batch_inputs(models, mu0, Sigma0, y, jitter)
+    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
+    return batch.loglik_batch(models, mu0, Sigma0, y, jitter, chunk)
+
+
+def kalman_loglik_sharded(models: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
+                          mesh: jax.sharding.Mesh | None = None) -> jax.Array:
+    """:func:`kalman_loglik_batch` with the batch split over the devices of ``mesh``.
+
+    ``mesh`` defaults to a one-axis mesh over all ``jax.devices()``. B need not
+    divide by the device count: the batch is padded with copies of its first
+    model, whose results are dropped. The same call uses all GPUs of a
+    multi-GPU machine, or several CPU devices made with
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=n``.
+
+    Returns:
+        (B,) log-likelihoods.
+
+    Raises:
+        ValueError: as :func:`kalman_loglik_batch`, or a mesh with other than one axis.
+    """
+    models, mu0, Sigma0, y, jitter, _ = check_batch_inputs(models, mu0, Sigma0, y, jitter)
+    check_mesh(mesh)
+    return batch.loglik_sharded(models, mu0, Sigma0, y, jitter, mesh)
+
