@@ -8,8 +8,9 @@ Every implementation's log-likelihood must agree with ours (exact filter,
 jitter=0) to 1e-8 relative before its time is reported; so must every
 gradient: kalman_loglik's hand-derived one agrees with autodiff through the
 filter to 1e-8, and dynamax's, carried back through its parametrisation, with
-ours to 1e-6 (see check_gradient). Compile time is kept apart from run time;
-run time is the median of repeated calls after a warm-up.
+ours to 1e-6 (see check_gradient). Times are wall and CPU time, taken by
+lecture_utils.timing: compile time apart from run time, run time the median
+of repeated calls after a warm-up.
 Writes benchmarks/results/kalman.{md,csv} and kalman_scaling.png.
 
 JAX is given one CPU device per core (XLA_FLAGS, unless already set), so that
@@ -22,12 +23,9 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import NamedTuple
 
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
 
@@ -47,69 +45,14 @@ import peers  # noqa: E402
 
 from lecture_utils.kalman import kalman_filter, kalman_filter_numpy, kalman_loglik  # noqa: E402
 from lecture_utils.kalman import kalman_loglik_batch, kalman_loglik_sharded  # noqa: E402
-from lecture_utils.compile_cache import persistent_cache_bypassed  # noqa: E402
 from lecture_utils.simulation import LSSModel, simulate_lss  # noqa: E402
+from lecture_utils.timing import Timing, time_calls, time_jitted  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 RTOL = 1e-8
 GRAD_RTOL = {"autodiff": 1e-8, "dynamax": 1e-6}
 NAN = float("nan")
-
-
-class Times(NamedTuple):
-    """Seconds: wall clock, and CPU time of this process (all threads).
-
-    The machine is shared: wall times grow with other processes' load, CPU
-    times much less (a single-threaded call's CPU time is close to its wall
-    time on an idle machine; a call that uses several threads, such as the
-    sharded batch, counts each thread's time).
-    """
-
-    run_s: float
-    compile_s: float = NAN
-    run_cpu_s: float = NAN
-    compile_cpu_s: float = NAN
-
-
-def _clocks():
-    return np.array([time.perf_counter(), time.process_time()])
-
-
-def _median_call_times(call, repeat, min_sample_s=0.02):
-    """Median wall and CPU time per call, as lecture_utils.timing.time_jitted does for wall time."""
-    call()  # warm-up
-    start = _clocks()
-    call()
-    number = max(1, int(min_sample_s / max(_clocks()[0] - start[0], 1e-9)))
-    samples = []
-    for _ in range(repeat):
-        start = _clocks()
-        for _ in range(number):
-            call()
-        samples.append((_clocks() - start) / number)
-    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
-
-
-def timed_jit(fn, *args, repeat=7):
-    """Compile ``jax.jit(fn)`` and time it, compile and run kept apart.
-
-    As lecture_utils.timing.time_jitted: the compile is a real one, as in a
-    fresh process (in-memory caches cleared, the persistent compilation
-    cache that lecture_utils switches on neither read nor written).
-    """
-    jax.clear_caches()
-    with persistent_cache_bypassed():
-        start = _clocks()
-        compiled = jax.jit(fn).lower(*args).compile()
-        compile_s, compile_cpu_s = _clocks() - start
-    run_s, run_cpu_s = _median_call_times(lambda: jax.block_until_ready(compiled(*args)), repeat)
-    return Times(run_s, compile_s, run_cpu_s, compile_cpu_s)
-
-
-def timed_python(fn, *args, repeat=7):
-    """Median wall and CPU time per call of a plain Python/NumPy function."""
-    run_s, run_cpu_s = _median_call_times(lambda: fn(*args), repeat)
-    return Times(run_s, run_cpu_s=run_cpu_s)
+STALLED = Timing(compile_s=NAN, run_s=NAN, samples=0, compile_cpu_s=NAN, run_cpu_s=NAN)
 
 
 def make_row(case, impl, N, T, batch, t):
@@ -188,14 +131,14 @@ def batch_rows(add, model, mu0, Sigma0, y, n, repeat, ref=None):
         if ref is not None:
             check(impl, got[-1], ref)  # the last model is the unscaled one
         np.testing.assert_allclose(got, want, rtol=RTOL)
-        t = timed_jit(fn, models, repeat=repeat)
+        t = time_jitted(fn, models, repeat=repeat)
         add(f"{impl} ({n} models)", t, batch=n)
 
 
 def parallel_child(T):
     """Run in a child process: time method='parallel' at T and print JSON."""
     model, mu0, Sigma0, y = random_problem(0, 5, T)
-    t = timed_jit(lambda *a: ours(*a, method="parallel"), model, mu0, Sigma0, y, repeat=3)
+    t = time_jitted(lambda *a: ours(*a, method="parallel"), model, mu0, Sigma0, y, repeat=3)
     print(json.dumps({"loglik": float(ours(model, mu0, Sigma0, y, method="parallel")),
                       **t._asdict()}))
 
@@ -217,11 +160,11 @@ def parallel_rows(add, T, ref):
                              check=True)
     except subprocess.TimeoutExpired:
         print(f"parallel T={T}: no result within {PARALLEL_TIMEOUT_S} s (runtime stall)")
-        add("ours: method='parallel' (STALLED)", Times(NAN))
+        add("ours: method='parallel' (STALLED)", STALLED)
         return
     result = json.loads(out.stdout.strip().splitlines()[-1])
     check("ours: method='parallel'", result["loglik"], ref)
-    add("ours: method='parallel' (jit)", Times(**{k: result[k] for k in Times._fields}))
+    add("ours: method='parallel' (jit)", Timing(**{k: result[k] for k in Timing._fields}))
 
 
 DYNAMAX_RTOL = 1e-6  # dynamax as timed (with its 1e-9 boost of S_t) against our exact filter
@@ -281,14 +224,14 @@ def score_rows(add, model, mu0, Sigma0, y, repeat, ref):
     check_gradient("ours vs autodiff", grad, grad_ad, GRAD_RTOL["autodiff"])
     check_dynamax(*args, ref)
 
-    t = timed_jit(loglik, *args, repeat=repeat)
+    t = time_jitted(loglik, *args, repeat=repeat)
     add("ours: kalman_loglik (jit)", t)
-    t = timed_jit(score, *args, repeat=repeat)
+    t = time_jitted(score, *args, repeat=repeat)
     add("ours: value_and_grad kalman_loglik (jit)", t)
-    t = timed_jit(autodiff_score, *args, repeat=repeat)
+    t = time_jitted(autodiff_score, *args, repeat=repeat)
     add("autodiff: value_and_grad kalman_filter (jit)", t)
     params, fn = peers.dynamax_value_and_grad(model, mu0, Sigma0)
-    t = timed_jit(fn, params, y, repeat=repeat)
+    t = time_jitted(fn, params, y, repeat=repeat)
     add("dynamax: value_and_grad lgssm_filter (jit)", t)
 
 
@@ -303,15 +246,15 @@ def run_case(case, problem, peers_to_run, rows, repeat):
               f" {t.run_s * 1e6:12.1f} us (CPU {t.run_cpu_s * 1e6:12.1f})"
               f"  compile {t.compile_s * 1e3:6.0f} ms (CPU {t.compile_cpu_s * 1e3:6.0f})", flush=True)
 
-    t = timed_jit(ours, model, mu0, Sigma0, y, repeat=repeat)
+    t = time_jitted(ours, model, mu0, Sigma0, y, repeat=repeat)
     add("ours: kalman_filter(...).loglik (jit)", t)
     if "grad" in peers_to_run:
         grad, grad_ad = jax.grad(loglik, argnums=(0, 1)), jax.grad(ours, argnums=(0, 1))
         check_gradient("ours vs autodiff", grad(model, mu0, Sigma0, y),
                        grad_ad(model, mu0, Sigma0, y), GRAD_RTOL["autodiff"])
-        t = timed_jit(grad, model, mu0, Sigma0, y, repeat=repeat)
+        t = time_jitted(grad, model, mu0, Sigma0, y, repeat=repeat)
         add("ours: gradient A,C,G,H,mu0 (jit)", t)
-        t = timed_jit(grad_ad, model, mu0, Sigma0, y, repeat=repeat)
+        t = time_jitted(grad_ad, model, mu0, Sigma0, y, repeat=repeat)
         add("autodiff: gradient A,C,G,H,mu0 (jit)", t)
     if "score" in peers_to_run:
         score_rows(add, model, mu0, Sigma0, y, repeat, ref)
@@ -322,20 +265,20 @@ def run_case(case, problem, peers_to_run, rows, repeat):
     if "dynamax" in peers_to_run:
         params, fn = peers.dynamax_loglik(model, mu0, Sigma0)
         check_dynamax(model, mu0, Sigma0, y, ref, fn)
-        t = timed_jit(fn, params, y, repeat=repeat)
+        t = time_jitted(fn, params, y, repeat=repeat)
         add("dynamax lgssm_filter (jit)", t)
     if "statsmodels" in peers_to_run:
         fn = peers.statsmodels_loglik(model, mu0, Sigma0, y)
         check("statsmodels", fn(), ref)
-        add("statsmodels (Cython)", timed_python(fn, repeat=repeat))
+        add("statsmodels (Cython)", time_calls(fn, repeat=repeat))
     numpy_args = (LSSModel(*(np.asarray(m) for m in model)), np.asarray(mu0),
                   np.asarray(Sigma0), np.asarray(y))
     if "numpy" in peers_to_run:
         check("numpy", kalman_filter_numpy(*numpy_args, jitter=0.0)[0], ref)
-        add("NumPy loop", timed_python(kalman_filter_numpy, *numpy_args, repeat=repeat))
+        add("NumPy loop", time_calls(kalman_filter_numpy, *numpy_args, repeat=repeat))
     if "filterpy" in peers_to_run:
         check("filterpy", peers.filterpy_loglik(*numpy_args), ref)
-        add("filterpy", timed_python(peers.filterpy_loglik, *numpy_args, repeat=repeat))
+        add("filterpy", time_calls(peers.filterpy_loglik, *numpy_args, repeat=repeat))
 
 
 def batch_scaling(rows, sizes, repeat):

@@ -182,6 +182,7 @@ def child_breakdown(spec):
     if spec.get("linalg") == "library":
         sl.MAX_UNROLLED_M, sl.MAX_BROADCAST_PRODUCT = 0, -1
     from lecture_utils.optim import CPU_COMPILER_OPTIONS
+    from lecture_utils.timing import Stopwatch, time_calls
     options = CPU_COMPILER_OPTIONS if spec["options"] == "lbfgs_minimize" else {}
     jax.jit(lambda x: x + 1.0).lower(1.0).compile()  # XLA's one-time start-up, not counted
 
@@ -207,21 +208,17 @@ def child_breakdown(spec):
         objective, _, theta0, _ = jax_objective(y, use_loglik=spec["loglik"] == "kalman_loglik")
         f, args = lambda theta: while_loop_lbfgs(objective, theta), (theta0,)
 
-    t0 = time.perf_counter()
-    traced = jax.jit(f).trace(*args)
-    t1 = time.perf_counter()
-    lowered = traced.lower()
-    t2 = time.perf_counter()
-    compiled = lowered.compile(options)
-    t3 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    runs = []
-    for _ in range(1 if spec["program"] == "while_loop" else 11):
-        t = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        runs.append(time.perf_counter() - t)
-    return {"trace_s": t1 - t0, "lower_s": t2 - t1, "compile_s": t3 - t2,
-            "run_s": statistics.median(runs), "hlo_chars": len(lowered.as_text())}
+    with Stopwatch() as tracing:
+        traced = jax.jit(f).trace(*args)
+    with Stopwatch() as lowering:
+        lowered = traced.lower()
+    with Stopwatch() as compiling:
+        compiled = lowered.compile(options)
+    # One call per sample; the while_loop program is the whole optimisation: one sample.
+    run = time_calls(lambda: jax.block_until_ready(compiled(*args)),
+                     repeat=1 if spec["program"] == "while_loop" else 11, min_sample_s=0)
+    return {"trace_s": tracing.wall_s, "lower_s": lowering.wall_s, "compile_s": compiling.wall_s,
+            "run_s": run.run_s, "hlo_chars": len(lowered.as_text())}
 
 
 def while_loop_lbfgs(fun, params, max_iter=500, tol=TOL):
