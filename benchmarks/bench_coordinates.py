@@ -5,7 +5,7 @@ atanh r1, atanh r2), with s = hypot(sigma_level, sigma_cycle) and
 sigma_cycle / sigma_level = tan(pi/2 sigmoid(u)). The alternative: the logs of
 all three standard deviations, (log sigma_level, log sigma_slope,
 log sigma_cycle, atanh r1, atanh r2). Same posterior (each with its own
-log-Jacobian), data, priors, sampler (``trend_cycle.nuts_chain``: BlackJAX
+log-Jacobian), data, priors, sampler (``lecture_utils.sampling.nuts_chain``: BlackJAX
 NUTS, window adaptation, dense mass matrix, 500 warm-up steps, 1,000 draws),
 16 chains under ``vmap`` started from the MLE plus a standard normal draw in
 each system's coordinates, for two step-size targets and two seeds.
@@ -33,14 +33,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lecture_utils  # noqa: E402,F401  (float64)
 from lecture_utils import trend_cycle as tc  # noqa: E402
+from lecture_utils.data import load_gdp  # noqa: E402
 from lecture_utils.optim import lbfgs_minimize  # noqa: E402
+from lecture_utils.sampling import nuts_chain  # noqa: E402
 from common import RESULTS, ess_and_rhat, markdown_table, write_csv  # noqa: E402
 
 NUM_CHAINS, NUM_WARMUP, NUM_SAMPLES = 16, 500, 1000
 TARGETS = (0.8, 0.95)
 SEEDS = (1, 2)
 
-dates, gdp = tc.load_gdp()
+dates, gdp = load_gdp()
 Y_FIRST, Y = float(gdp[0]), jnp.asarray(gdp[1:])
 
 
@@ -74,7 +76,7 @@ def mode(log_density, start):
 
 
 def run(log_density, to_natural, start, target, seed):
-    chain = partial(tc.nuts_chain, log_density, num_warmup=NUM_WARMUP,
+    chain = partial(nuts_chain, log_density, num_warmup=NUM_WARMUP,
                     num_samples=NUM_SAMPLES, target_acceptance_rate=target)
     k_start, k_chains = jax.random.split(jax.random.key(seed))
     starts = start + jax.random.normal(k_start, (NUM_CHAINS, 5))
@@ -82,7 +84,7 @@ def run(log_density, to_natural, start, target, seed):
     draws, steps, divergent, warm_steps, step_size, _ = jax.block_until_ready(
         jax.jit(jax.vmap(chain))(jax.random.split(k_chains, NUM_CHAINS), starts))
     seconds = time.perf_counter() - tic
-    ess, rhat = ess_and_rhat(dict(zip(tc.PARAM_NAMES, to_natural(jnp.moveaxis(draws, -1, 0)))))
+    ess, rhat = ess_and_rhat(draws, tc.PARAM_NAMES, transform=to_natural)
     grads = int(steps.sum() + warm_steps.sum())
     per_chain = np.asarray(divergent.sum(axis=1))
     return dict(target=target, seed=seed, divergences=int(per_chain.sum()),

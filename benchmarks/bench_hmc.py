@@ -1,8 +1,8 @@
 """NUTS on the trend-cycle posterior of lectures/bayesian_estimation.md: ours against NumPyro.
 
-Ours: ``lecture_utils.trend_cycle.run_nuts`` (BlackJAX NUTS, window adaptation,
-chains under ``jax.vmap``) on a log posterior that calls ``kalman_loglik``
-(hand-written reverse rule).
+Ours: ``lecture_utils.sampling.run_nuts`` (BlackJAX NUTS, window adaptation,
+chains under ``jax.vmap``) on ``lecture_utils.trend_cycle.log_posterior``,
+which calls ``kalman_loglik`` (hand-written reverse rule).
 Peer: NumPyro's NUTS (``chain_method="vectorized"``, also ``vmap``) on the same
 log posterior, with the log-likelihood from dynamax's ``lgssm_filter``
 (differentiated by JAX through its scan).
@@ -38,13 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lecture_utils  # noqa: E402,F401  (float64)
 from lecture_utils import trend_cycle as tc  # noqa: E402
 from lecture_utils.compile_cache import persistent_cache_bypassed  # noqa: E402
+from lecture_utils.data import load_gdp  # noqa: E402
+from lecture_utils.sampling import run_nuts  # noqa: E402
 from common import RESULTS, ess_and_rhat, markdown_table, write_csv  # noqa: E402
 
 NUM_CHAINS, NUM_WARMUP, NUM_SAMPLES = 4, 500, 1000
 TARGET_ACCEPTANCE = 0.95
 NUM_REPEATS = 10
 
-dates, gdp = tc.load_gdp()
+dates, gdp = load_gdp()
 Y_FIRST, Y = float(gdp[0]), jnp.asarray(gdp[1:])
 
 
@@ -86,13 +88,12 @@ def starting_points():
 
 def min_bulk_ess(theta_draws):
     """Smallest bulk ESS and largest R-hat over the natural parameters of (C, S, 5) draws."""
-    natural = tc.constrain(jnp.moveaxis(jnp.asarray(theta_draws), -1, 0))
-    return ess_and_rhat(dict(zip(tc.PARAM_NAMES, natural)))
+    return ess_and_rhat(theta_draws, tc.PARAM_NAMES, transform=tc.constrain)
 
 
 def ours(starts):
     """Compile our sampler; return ``once(seed)``, one timed run."""
-    run = partial(tc.run_nuts, log_posterior_ours, num_warmup=NUM_WARMUP,
+    run = partial(run_nuts, log_posterior_ours, num_warmup=NUM_WARMUP,
                   num_samples=NUM_SAMPLES, dense_mass=True,
                   target_acceptance_rate=TARGET_ACCEPTANCE)
 
@@ -147,7 +148,7 @@ def sampler_parity(num_seeds=12):
     def log_density(x):
         return -0.5 * x @ precision @ x
 
-    ours_run = partial(tc.run_nuts, log_density, num_warmup=NUM_WARMUP, num_samples=NUM_SAMPLES,
+    ours_run = partial(run_nuts, log_density, num_warmup=NUM_WARMUP, num_samples=NUM_SAMPLES,
                        target_acceptance_rate=TARGET_ACCEPTANCE)
     mcmc = MCMC(NUTS(potential_fn=lambda x: -log_density(x), dense_mass=True,
                      target_accept_prob=TARGET_ACCEPTANCE),
@@ -170,8 +171,7 @@ def sampler_parity(num_seeds=12):
 
 def min_bulk_ess_of_coordinates(draws):
     """Smallest bulk ESS over the coordinates of (C, S, d) draws."""
-    draws = np.asarray(draws)
-    return ess_and_rhat({f"x{i}": draws[..., i] for i in range(draws.shape[-1])})[0]
+    return ess_and_rhat(np.asarray(draws))[0]
 
 
 def main():

@@ -3,16 +3,21 @@
 import csv
 from pathlib import Path
 
-import arviz as az
-import numpy as np
+from lecture_utils.sampling import summary
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def ess_and_rhat(draws: dict):
-    """Smallest bulk ESS and largest R-hat (ArviZ) over named (chains, draws) arrays."""
-    summary = az.summary(az.from_dict(posterior={k: np.asarray(v) for k, v in draws.items()}))
-    return float(summary["ess_bulk"].min()), float(summary["r_hat"].max())
+def ess_and_rhat(draws, names=None, *, transform=None):
+    """Smallest bulk ESS and largest R-hat over the variables of ``draws``.
+
+    ``draws``, ``names`` and ``transform`` as in ``lecture_utils.sampling.summary``
+    (the ArviZ summary lecture 3 and the tests use): (C, S, d) draws, mapped to
+    natural parameters by ``transform`` if given, or a dict of (C, S) arrays.
+    The numbers are unrounded.
+    """
+    table = summary(draws, names, transform=transform)
+    return float(table["ess_bulk"].min()), float(table["r_hat"].max())
 
 
 def write_csv(stem: str, rows: list[dict]):

@@ -1,9 +1,9 @@
 """Simulation-based calibration (Talts et al. 2018) of the book's NUTS setup.
 
 For each replication: draw parameters from the prior, simulate data from the
-model, sample the posterior with ``lecture_utils.trend_cycle.run_nuts`` (the
-sampler of lectures/bayesian_estimation.md), and record the rank of the true
-parameter among L thinned posterior draws. If the sampler draws from the
+model, sample the posterior with ``lecture_utils.sampling.nuts_chain`` (the
+sampler of lectures/bayesian_estimation.md; ``run_nuts`` vmaps it), and record
+the rank of the true parameter among L thinned posterior draws. If the sampler draws from the
 posterior, every rank is uniform on {0, ..., L}; a chi-square test on binned
 ranks checks that. Replications run in chunks, each chunk under one ``vmap``.
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lecture_utils  # noqa: E402,F401  (float64)
 from lecture_utils.kalman import kalman_loglik  # noqa: E402
 from lecture_utils.simulation import LSSModel  # noqa: E402
-from lecture_utils.trend_cycle import nuts_chain  # noqa: E402
+from lecture_utils.sampling import nuts_chain  # noqa: E402
 
 T_OBS = 50
 NUM_REPLICATIONS = 1000
@@ -142,7 +142,7 @@ def calibrate(with_jacobian, num_chunks):
 def main():
     tic = time.perf_counter()
     result = {
-        "what": "simulation-based calibration of lecture_utils.trend_cycle.nuts_chain "
+        "what": "simulation-based calibration of lecture_utils.sampling.nuts_chain "
                 "(what run_nuts vmaps) on AR(1)+noise, T=50",
         "replications": NUM_REPLICATIONS, "chunk": CHUNK, "seed": SEED,
         "num_warmup": NUM_WARMUP, "thin": THIN, "rank_draws": NUM_RANK_DRAWS,

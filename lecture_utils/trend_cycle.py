@@ -1,4 +1,4 @@
-r"""A trend-cycle model of log real GDP, its priors, and a NUTS driver.
+r"""A trend-cycle model of log real GDP and its priors (lecture 3).
 
 The unobserved-components model of :cite:`Clark1987` and :cite:`Harvey1989`:
 log real GDP (times 100) is a local linear trend plus a stationary AR(2)
@@ -17,29 +17,30 @@ state is :math:`x_t = (\tau_t, \beta_t, c_t, c_{t-1})` and row ``y[t]`` of the
 data observes :math:`x_{t+1}`; the prior of :math:`x_0` is that of
 :func:`initial_moments`.
 
+This module has one job, the model: its state-space form, log-likelihood,
+priors, and the change of variables to unconstrained coordinates, where
+:func:`log_posterior` lives. The data come from :mod:`lecture_utils.data`
+(``load_gdp``) and the sampler from :mod:`lecture_utils.sampling`.
+
 The lecture ``lectures/bayesian_estimation.md`` shows each piece of this
 module in a cell of its own and checks that the two agree; the tests import
 the module.
 """
 
-from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
-import blackjax
 import jax.numpy as jnp
-import numpy as np
 
+from lecture_utils.kalman import kalman_loglik
 from lecture_utils.simulation import LSSModel
 
-try:  # the hand-written reverse rule, where available
-    from lecture_utils.kalman import kalman_loglik as _kalman_loglik
-except ImportError:  # pragma: no cover - older lecture_utils.kalman
-    from lecture_utils.kalman import kalman_filter as _kalman_filter
-
-    def _kalman_loglik(model, mu0, Sigma0, y, *, jitter=1e-8):
-        return _kalman_filter(model, mu0, Sigma0, y, jitter=jitter).loglik
-
+__all__ = [
+    "PARAM_NAMES", "TREND_PRIOR_VAR", "PRIOR_SCALES", "NBER_RECESSIONS",
+    "TrendCycleParams", "trend_cycle_model", "ar2_stationary_cov", "initial_moments",
+    "loglik", "pacf_to_ar", "ar_to_pacf", "constrain", "unconstrain",
+    "log_abs_det_jacobian", "log_prior", "sample_prior", "log_posterior",
+]
 
 PARAM_NAMES = ("sigma_level", "sigma_slope", "sigma_cycle", "phi1", "phi2")
 
@@ -81,19 +82,6 @@ class TrendCycleParams(NamedTuple):
     phi2: jax.Array
 
 
-def load_gdp():
-    """US log real GDP times 100, quarterly 1959Q1-2009Q3 (statsmodels' macrodata).
-
-    Returns:
-        ``(dates, y)``, both (203,) NumPy arrays: dates as ``year + (quarter - 1) / 4``.
-    """
-    import statsmodels.api as sm
-
-    data = sm.datasets.macrodata.load_pandas().data
-    dates = data["year"].to_numpy() + (data["quarter"].to_numpy() - 1) / 4
-    return dates, 100.0 * np.log(data["realgdp"].to_numpy())
-
-
 def trend_cycle_model(p: TrendCycleParams) -> LSSModel:
     """The ``LSSModel`` of the trend-cycle model: N = 4, K = 3, M = L = 1, H = 0."""
     zero, one = jnp.zeros(()), jnp.ones(())
@@ -132,9 +120,12 @@ def initial_moments(p: TrendCycleParams, y_first, trend_var=TREND_PRIOR_VAR):
 
 
 def loglik(p: TrendCycleParams, y_first, y, *, jitter=0.0):
-    """Log-likelihood of ``y`` (T,) given the first quarter ``y_first`` (exact filter by default)."""
+    """Log-likelihood (a scalar) of ``y`` (T,) given the first quarter ``y_first``.
+
+    The exact filter (``jitter=0``) by default.
+    """
     mu0, Sigma0 = initial_moments(p, y_first)
-    return _kalman_loglik(trend_cycle_model(p), mu0, Sigma0, y[:, None], jitter=jitter)
+    return kalman_loglik(trend_cycle_model(p), mu0, Sigma0, y[:, None], jitter=jitter)
 
 
 # --- the stationary AR(2) region through partial autocorrelations -----------------
@@ -235,88 +226,3 @@ def log_posterior(theta, y_first, y):
     """Unnormalised log posterior density of ``theta`` (5,), unconstrained coordinates."""
     p = constrain(theta)
     return log_prior(p) + log_abs_det_jacobian(theta) + loglik(p, y_first, y)
-
-
-# --- NUTS with window adaptation, several chains under vmap ----------------------------
-
-class NUTSRun(NamedTuple):
-    """Output of :func:`run_nuts`.
-
-    Attributes:
-        samples: (C, S, d) draws in the coordinates of the log density.
-        grad_evals: () total leapfrog steps (gradient evaluations), warmup included.
-        warmup_grad_evals: () the part of ``grad_evals`` spent in warmup.
-        divergences: (C,) divergent transitions after warmup, per chain.
-        step_size: (C,) adapted step sizes.
-        inverse_mass_matrix: (C, d, d) or (C, d) adapted inverse mass matrices.
-        steps: (C, S) leapfrog steps of each transition after warmup.
-    """
-
-    samples: jax.Array
-    grad_evals: jax.Array
-    warmup_grad_evals: jax.Array
-    divergences: jax.Array
-    step_size: jax.Array
-    inverse_mass_matrix: jax.Array
-    steps: jax.Array
-
-
-def nuts_chain(logdensity_fn: Callable, key, position, num_warmup: int = 500,
-               num_samples: int = 1000, dense_mass: bool = True,
-               target_acceptance_rate: float = 0.8):
-    """One NUTS chain: Stan-style window adaptation, then ``num_samples`` draws.
-
-    The adaptation tunes the step size to ``target_acceptance_rate`` (Stan's
-    ``adapt_delta``); a higher target takes smaller steps, which costs more
-    gradients and avoids divergences where the posterior curves sharply.
-
-    Returns ``(draws (S, d), steps (S,), divergent (S,), warmup_steps (W,),
-    step_size, inverse_mass_matrix)``; ``steps`` counts the leapfrog steps
-    (gradient evaluations) of each transition.
-    """
-    k_warmup, k_sample = jax.random.split(key)
-    warmup = blackjax.window_adaptation(blackjax.nuts, logdensity_fn,
-                                        is_mass_matrix_diagonal=not dense_mass,
-                                        target_acceptance_rate=target_acceptance_rate)
-    (state, tuned), warmup_info = warmup.run(k_warmup, position, num_steps=num_warmup)
-    nuts = blackjax.nuts(logdensity_fn, **tuned)
-
-    def one_step(state, key):
-        state, info = nuts.step(key, state)
-        return state, (state.position, info.num_integration_steps, info.is_divergent)
-
-    keys = jax.random.split(k_sample, num_samples)
-    _, (draws, steps, divergent) = jax.lax.scan(one_step, state, keys)
-    return (draws, steps, divergent, warmup_info.info.num_integration_steps,
-            tuned["step_size"], tuned["inverse_mass_matrix"])
-
-
-@partial(jax.jit, static_argnames=("logdensity_fn", "num_warmup", "num_samples", "dense_mass",
-                                   "target_acceptance_rate"))
-def run_nuts(logdensity_fn: Callable, key, initial_positions, *, num_warmup: int = 500,
-             num_samples: int = 1000, dense_mass: bool = True,
-             target_acceptance_rate: float = 0.8) -> NUTSRun:
-    """Run :func:`nuts_chain` for several chains at once with ``jax.vmap``.
-
-    Args:
-        logdensity_fn: ``theta (d,) -> ()`` unnormalised log density (a pure JAX
-            function; hashable, since it is a static argument).
-        key: a ``jax.random`` key; chain ``c`` uses ``split(key, C)[c]``.
-        initial_positions: (C, d) starting points, one row per chain.
-        num_warmup, num_samples: warmup (adaptation) steps and kept draws per chain.
-        dense_mass: adapt a dense inverse mass matrix (else a diagonal one).
-        target_acceptance_rate: the step-size adaptation's target, as in :func:`nuts_chain`.
-
-    Returns:
-        A :class:`NUTSRun`.
-    """
-    if jnp.ndim(initial_positions) != 2:
-        raise ValueError(
-            f"initial_positions must have shape (C, d), got {jnp.shape(initial_positions)}")
-    chain = partial(nuts_chain, logdensity_fn, num_warmup=num_warmup,
-                    num_samples=num_samples, dense_mass=dense_mass,
-                    target_acceptance_rate=target_acceptance_rate)
-    keys = jax.random.split(key, initial_positions.shape[0])
-    draws, steps, divergent, warm, eps, imm = jax.vmap(chain)(keys, initial_positions)
-    return NUTSRun(draws, jnp.sum(steps) + jnp.sum(warm), jnp.sum(warm),
-                   jnp.sum(divergent, axis=1), eps, imm, steps)

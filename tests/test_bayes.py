@@ -1,7 +1,10 @@
-"""Tests of lecture_utils.trend_cycle: the model, the transforms, and the NUTS setup.
+"""Tests of lecture_utils.trend_cycle (the model, the transforms) and of the book's
+NUTS setup on state-space posteriors.
 
-The sampler is checked three ways, each against something it does not share
-code with:
+tests/test_sampling.py checks the sampler module on targets with a known
+answer. Here it samples posteriors whose log density runs a Kalman filter, as
+in lecture 3, and is checked three ways, each against something it does not
+share code with:
   * on a small simulated model, its posterior means agree with those of an
     independent random-walk Metropolis sampler written in NumPy on the NumPy
     Kalman filter (z-test with Monte Carlo standard errors from ArviZ);
@@ -18,18 +21,18 @@ import importlib.util
 import json
 from pathlib import Path
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import scipy.optimize
 import scipy.stats
 
 import lecture_utils  # noqa: F401  (float64)
 from lecture_utils import trend_cycle as tc
+from lecture_utils.data import load_gdp
 from lecture_utils.kalman import kalman_filter_numpy, kalman_loglik
 from lecture_utils.optim import lbfgs_minimize
+from lecture_utils.sampling import run_nuts, summary
 from lecture_utils.simulation import LSSModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +154,7 @@ def test_stationary_covariance_solves_lyapunov():
 
 
 def test_loglik_matches_numpy_filter():
-    dates, gdp = tc.load_gdp()
+    dates, gdp = load_gdp()
     assert gdp.shape == (203,) and dates[0] == 1959.0 and dates[-1] == 2009.5
     p = tc.TrendCycleParams(*map(jnp.asarray, (0.6, 0.03, 0.4, 1.5, -0.6)))
     mu0, Sigma0 = tc.initial_moments(p, gdp[0])
@@ -165,11 +168,6 @@ def test_nber_recession_dates_are_quarters_in_order():
     flat = np.array(tc.NBER_RECESSIONS).ravel()
     assert np.all(np.diff(flat) > 0) and flat[0] >= 1960 and flat[-1] < 2010
     np.testing.assert_array_equal(flat * 4, np.round(flat * 4))
-
-
-def test_run_nuts_rejects_wrong_shape():
-    with pytest.raises(ValueError, match="initial_positions"):
-        tc.run_nuts(tc.log_abs_det_jacobian, jax.random.key(0), jnp.zeros(5))
 
 
 # --- the sampler against independent answers --------------------------------------
@@ -198,7 +196,7 @@ def test_nuts_agrees_with_numpy_random_walk_metropolis():
     np.testing.assert_allclose(log_posterior_jax(jnp.asarray(theta_check)),
                                log_posterior_numpy(theta_check, y), rtol=1e-10)
 
-    nuts = tc.run_nuts(log_posterior_jax, jax.random.key(5), jnp.tile(start, (4, 1)),
+    nuts = run_nuts(log_posterior_jax, jax.random.key(5), jnp.tile(start, (4, 1)),
                        num_warmup=400, num_samples=1000)
     assert int(nuts.divergences.sum()) == 0
 
@@ -209,9 +207,10 @@ def test_nuts_agrees_with_numpy_random_walk_metropolis():
     rwm = natural_draws(np.stack(chains))
     hmc = natural_draws(nuts.samples)
     z_crit = scipy.stats.norm.ppf(1 - 0.001 / 6)
+    rwm_summary, hmc_summary = summary(rwm), summary(hmc)  # ArviZ: R-hat, MCSE of the mean
     for name in rwm:
-        assert float(az.rhat(rwm[name])) < 1.05, name  # MCSE is meaningful
-        mcse = np.hypot(float(az.mcse(hmc[name])), float(az.mcse(rwm[name])))
+        assert rwm_summary["r_hat"][name] < 1.05, name  # MCSE is meaningful
+        mcse = np.hypot(hmc_summary["mcse_mean"][name], rwm_summary["mcse_mean"][name])
         z = (hmc[name].mean() - rwm[name].mean()) / mcse
         assert abs(z) < z_crit, (name, z, hmc[name].mean(), rwm[name].mean(), mcse)
         # and the MC error is small enough for the test to mean something
@@ -245,7 +244,7 @@ def test_flat_prior_posterior_approaches_mle_and_inverse_hessian():
     phi_hat = natural2(mle.params)
     cov = np.linalg.inv(jax.hessian(lambda phi: -loglik(phi))(phi_hat))
 
-    nuts = tc.run_nuts(log_density, jax.random.key(6), jnp.tile(mle.params, (4, 1)),
+    nuts = run_nuts(log_density, jax.random.key(6), jnp.tile(mle.params, (4, 1)),
                        num_warmup=300, num_samples=600)
     draws = np.asarray(jax.vmap(jax.vmap(natural2))(nuts.samples)).reshape(-1, 2)
     sd_hat = np.sqrt(np.diag(cov))

@@ -248,12 +248,13 @@ def test_summary_detects_chains_that_disagree(rng):
 
 
 def test_modules_import_without_blackjax_arviz_or_statsmodels():
-    """The package's own dependencies suffice to import the modules (the
-    ``lectures`` extra brings blackjax, arviz and statsmodels)."""
+    """The package's own dependencies suffice to import the modules, the model
+    of lecture 3 included (the ``lectures`` extra brings blackjax, arviz and
+    statsmodels)."""
     code = ("import sys\n"
             "for name in ('blackjax', 'arviz', 'statsmodels', 'pandas'):\n"
             "    sys.modules[name] = None  # any import of it raises ImportError\n"
-            "import lecture_utils.sampling, lecture_utils.data\n"
+            "import lecture_utils.sampling, lecture_utils.data, lecture_utils.trend_cycle\n"
             "from lecture_utils.sampling import NUTSRun, run_nuts\n")
     subprocess.run([sys.executable, "-c", code], check=True,
                    env=dict(os.environ, LECTURE_UTILS_NO_CACHE="1"))
