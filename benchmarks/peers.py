@@ -11,24 +11,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def predicted_prior(model, mu0, Sigma0):
-    A, C = np.asarray(model.A), np.asarray(model.C)
-    return A @ np.asarray(mu0), A @ np.asarray(Sigma0) @ A.T + C @ C.T
+from lecture_utils.kalman.reference import statsmodels_kalman
 
 
-def statsmodels_loglik(model, mu0, Sigma0, y):
-    """A callable running statsmodels' Cython filter (known init, no steady-state switch)."""
-    from statsmodels.tsa.statespace.kalman_filter import KalmanFilter
+def statsmodels_loglik(model, mu0, Sigma0, y, *, tolerance=0.0):
+    """A callable running statsmodels' Cython filter: the package's one adapter.
 
-    A, C, G, H = (np.asarray(m) for m in model)
-    N, K = C.shape  # statsmodels needs K <= N; every benchmark model has K = N
-    kf = KalmanFilter(k_endog=G.shape[0], k_states=N, k_posdef=K, tolerance=0)
-    kf.bind(np.asarray(y))
-    kf["design"], kf["obs_cov"] = G, H @ H.T
-    kf["transition"], kf["selection"], kf["state_cov"] = A, C, np.eye(K)
-    kf.initialize_known(*predicted_prior(model, mu0, Sigma0))
-    return kf.loglike
+    ``tolerance=0`` runs the exact filter throughout; statsmodels' default
+    (1e-19) switches to the steady-state gain once the covariance has converged.
+    """
+    return statsmodels_kalman(model, mu0, Sigma0, y, tolerance=tolerance).loglike
 
 
 def dynamax_params(model, mu0, Sigma0):

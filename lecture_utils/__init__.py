@@ -16,6 +16,7 @@ from lecture_utils.compile_cache import enable_persistent_cache  # noqa: E402
 
 enable_persistent_cache()
 
-from lecture_utils.simulation import LSSModel, simulate_lss, simulate_ssm  # noqa: E402
+from lecture_utils.lss import LSSModel  # noqa: E402
+from lecture_utils.simulation import simulate_lss, simulate_ssm  # noqa: E402
 
 __all__ = ["LSSModel", "simulate_lss", "simulate_ssm"]

@@ -63,3 +63,22 @@ def as_jax(model):
 def random_direction(rng, tree):
     """A standard normal pytree shaped like ``tree`` (NumPy, float64)."""
     return jax.tree.map(lambda x: jnp.asarray(rng.normal(size=np.shape(x))), tree)
+
+
+# ----- named tolerances ------------------------------------------------------------------
+
+#: Two paths through the same step functions (kalman_loglik against kalman_filter's loglik).
+SAME_STEPS_RTOL = 1e-12
+#: The JAX filters against an independent implementation (NumPy solve and slogdet, dense).
+INDEPENDENT_RTOL = 1e-9
+#: The hand-derived reverse rule against autodiff of the filter, norm-wise per input.
+ADJOINT_RTOL = 1e-10
+
+
+def accumulated(rtol, T, calibrated_T=10_000):
+    """``rtol`` for a quantity summed or propagated over T steps.
+
+    The named tolerances hold up to ``calibrated_T`` steps (the longest series
+    the tests run); beyond it independent rounding errors grow like sqrt(T).
+    """
+    return rtol * max(1.0, float(np.sqrt(T / calibrated_T)))
