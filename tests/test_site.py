@@ -7,22 +7,26 @@ The browser tests skip when no Chromium is installed (apt-get install chromium).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import html
 import http.server
 import importlib.machinery
+import importlib.metadata
 import importlib.util
 import re
 import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from pathlib import Path
 
 import jupytext
 import pytest
 import yaml
+from IPython.core.inputtransformer2 import TransformerManager
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -255,11 +259,54 @@ def test_repository_url_is_one_setting_that_every_copy_follows():
     assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", REPOSITORY)
     for lecture in sorted((ROOT / "lectures").glob("*.md")):
         first_code = next(c for c in jupytext.read(lecture).cells if c.cell_type == "code")
-        assert f'"git+{REPOSITORY}"' in first_code.source, f"{lecture.name}: install cell"
+        assert f'"lecture_utils[lectures] @ git+{REPOSITORY}"' in first_code.source, \
+            f"{lecture.name}: install cell"
     assert f"git clone {REPOSITORY} " in (ROOT / "intro.md").read_text()
     others = {u for path in set_repository_url.files_holding(ROOT, "https://github.com/")
               for u in set_repository_url.URL.findall(path.read_text())} - {REPOSITORY}
     assert not {u for u in others if u.split("/")[-1] == REPOSITORY.split("/")[-1]}, others
+
+
+def top_level_imports(source: str) -> set[str]:
+    """The top-level modules a cell imports (IPython syntax such as %timeit allowed)."""
+    tree = ast.parse(TransformerManager().transform_cell(source))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_install_cells_check_and_install_what_each_lecture_imports():
+    """Each lecture's install cell (its first code cell) checks for lecture_utils and for every
+    module the lecture imports beyond the standard library and the package's dependencies, and
+    each of those comes with the package's extra "lectures", which the cell installs. It may
+    check for more (lecture 3 needs blackjax through lecture_utils.sampling) from the extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements):
+        return {re.match(r"[A-Za-z0-9._-]+", r).group().lower().replace("_", "-")
+                for r in requirements}
+
+    core, extra = names(project["dependencies"]), names(project["optional-dependencies"]["lectures"])
+    distributions = importlib.metadata.packages_distributions()
+
+    def distribution(module):
+        return {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+
+    for lecture in sorted((ROOT / "lectures").glob("*.md")):
+        install, *cells = [c.source for c in jupytext.read(lecture).cells if c.cell_type == "code"]
+        needed = re.search(r"^needed = (\[.*?\])$", install, re.MULTILINE | re.DOTALL)
+        assert needed, f"{lecture.name}: the install cell has no `needed = [...]`"
+        checked = set(ast.literal_eval(needed.group(1)))
+        imported = set().union(*map(top_level_imports, cells)) - set(sys.stdlib_module_names)
+        beyond = {m for m in imported - {"lecture_utils"} if not distribution(m) & core}
+        assert "lecture_utils" in checked and beyond <= checked, (lecture.name, beyond - checked)
+        for module in checked - {"lecture_utils"}:
+            assert distribution(module) & extra, f"{lecture.name}: {module} is not in the extra"
+        assert "importlib.util.find_spec(name) is None for name in needed" in install
 
 
 def test_set_repository_url_rewrites_every_copy(tmp_path):
