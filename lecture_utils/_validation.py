@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = ["as_float64", "check_shape", "is_concrete"]
+
 
 def as_float64(name: str, x) -> jax.Array:
     """Return ``x`` as a float64 JAX array.

@@ -28,6 +28,8 @@ from pathlib import Path
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+__all__ = ["cache_dir", "default_cache_dir", "enable_persistent_cache", "persistent_cache_bypassed"]
+
 DISABLE_ENV = "LECTURE_UTILS_NO_CACHE"
 
 # Cache every program that takes this long to compile: small ones too (JAX's
