@@ -11,9 +11,11 @@ observed entries and :math:`D = \operatorname{diag}(m_t)`,
     \qquad y_t \to D y_t,
 
 so a missing entry has innovation 0, innovation variance 1, no covariance with
-the others and no gain, and adds exactly nothing to the log-likelihood. The
-observed entries of :math:`R_t` are those of :math:`R` exactly (selected, not
-computed), so a tiny measurement variance keeps its precision.
+the others and no gain, and adds exactly nothing to the log-likelihood. It is
+formed as :math:`R_t = R \circ m_t m_t^\top + \operatorname{diag}(1 - m_t)`, so
+the observed entries of :math:`R_t` are those of :math:`R` to the last bit (times
+one, plus zero) and a tiny measurement variance keeps its precision; the form
+:math:`D R D + I - D` would round :math:`R_{ii}` to a multiple of 2.2e-16.
 
 Every argument may carry trailing batch axes, as in :mod:`._linalg` (a
 (N, N, B) Sigma is B covariances), which :mod:`lecture_utils.kalman.batch`
@@ -76,8 +78,8 @@ def observed(y_t):
 def masked(y_t, G, R):
     """The observed part of the model at one date: ``(m_t, D y_t, D G, R_t)``."""
     m = observed(y_t)
-    both = sl.outer(m, m) > 0
-    return m, jnp.where(m > 0, y_t, 0.0), G * m[:, None], jnp.where(both, R, sl.eye_like(R))
+    # 1 - m is exactly 0 where observed: R_ii * 1 + 0 keeps every bit of R_ii.
+    return m, jnp.where(m > 0, y_t, 0.0), G * m[:, None], R * sl.outer(m, m) + sl.diag_matrix(1 - m)
 
 
 def predict(mu, Sigma, A, Q):
