@@ -1,9 +1,12 @@
-"""Point the Colab launch button at the committed ``notebooks/<name>.ipynb``.
+"""Point the Colab launch button at the student notebook ``notebooks/<name>.ipynb``.
 
 Colab opens ``.ipynb`` files only, while the lectures are MyST Markdown. The
-repository therefore keeps a jupytext-generated copy of every lecture in
-``notebooks/`` (kept in sync by ``tests/test_notebooks_in_sync.py``), and this
-extension rewrites the link that sphinx-book-theme builds for the ``.md`` file.
+repository therefore keeps, generated from every lecture by
+``tools/sync-notebooks``, a student notebook in ``notebooks/`` (no hidden test
+cells, no solutions) and an instructor notebook with the solutions in
+``notebooks/instructor/``; ``tests/test_notebooks_in_sync.py`` keeps both in
+sync. This extension rewrites the link that sphinx-book-theme builds for the
+``.md`` file so that the button opens the student notebook.
 """
 
 from pathlib import PurePosixPath
@@ -13,6 +16,7 @@ def _rewrite(buttons, pagename):
     for button in buttons:
         if button.get("text") == "Colab":
             # .../blob/<branch>/lectures/<name>.md -> .../blob/<branch>/notebooks/<name>.ipynb
+            # (the student notebook; never notebooks/instructor/)
             prefix, _, _ = button["url"].partition(f"/{pagename}.")
             button["url"] = f"{prefix}/notebooks/{PurePosixPath(pagename).name}.ipynb"
         _rewrite(button.get("buttons", []), pagename)
