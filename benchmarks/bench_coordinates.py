@@ -1,4 +1,4 @@
-"""Lecture 3's NUTS in two coordinate systems for the level and cycle shocks.
+"""Lecture 4's NUTS in two coordinate systems for the level and cycle shocks.
 
 Ours (``lecture_utils.trend_cycle``): theta = (log s, log sigma_slope, u,
 atanh r1, atanh r2), with s = hypot(sigma_level, sigma_cycle) and
@@ -117,7 +117,7 @@ def main():
     write_csv("coordinates", rows)
     table = markdown_table(rows)
     (RESULTS / "coordinates.md").write_text(
-        "# Lecture 3's NUTS in two coordinate systems\n\n"
+        "# Lecture 4's NUTS in two coordinate systems\n\n"
         f"Date: {date.today().isoformat()}. Machine: {platform.machine()}, "
         f"jax {jax.__version__}; 2 shared cores (seconds include compilation).\n\n"
         "The same posterior of the trend-cycle model, sampled in the lecture's coordinates "

@@ -237,7 +237,7 @@ def main():
         f"({platform.processor() or 'CPU'}), {jax.device_count()} JAX CPU device, "
         f"jax {jax.__version__}; 2 cores shared with other jobs, so absolute times "
         "vary from run to run (the ratios less so).\n\n"
-        f"Same model, data, priors, starting points and settings as lecture 3: "
+        f"Same model, data, priors, starting points and settings as lecture 4: "
         f"{NUM_CHAINS} chains under vmap, {NUM_WARMUP} warm-up steps and {NUM_SAMPLES} "
         f"draws each, dense mass matrix, target acceptance {TARGET_ACCEPTANCE}. "
         f"Each sampler runs once to compile (first_run_seconds: compile and one run), "

@@ -1,9 +1,9 @@
-"""Time to a fitted model: lecture 2's maximum-likelihood fit, ours next to statsmodels.
+"""Time to a fitted model: lecture 3's maximum-likelihood fit, ours next to statsmodels.
 
 Usage:
     python benchmarks/bench_mle.py [--repeats 3] [--T 500 5000 50000] [--no-breakdown]
 
-The model is lecture 2's (lectures/differentiable_filters.md, "Estimation by
+The model is lecture 3's (lectures/kalman_estimation.md, "Estimation by
 Maximum Likelihood"): N = M = 2, G = I, nine parameters, A = B / sqrt(1 + |B|_2^2),
 C lower triangular with a positive diagonal, H diagonal and positive. That
 is exactly statsmodels' VAR(1) with measurement error,
@@ -106,7 +106,7 @@ def simulate(T, seed=2026):
 # --------------------------------------------------------------------------- children
 
 def jax_objective(y, use_loglik=True):
-    """Lecture 2's objective (per observation), stationary prior; JAX imported here."""
+    """Lecture 3's objective (per observation), stationary prior; JAX imported here."""
     import jax
     import jax.numpy as jnp
 
@@ -352,7 +352,7 @@ def write(rows, breakdown, notes, header):
         writer.writeheader()
         writer.writerows(breakdown)
     lines = [
-        "# Maximum-likelihood fit of lecture 2's model: ours next to statsmodels", "",
+        "# Maximum-likelihood fit of lecture 3's model: ours next to statsmodels", "",
         header, "",
         "Each fit in a fresh process; `fit` is timed inside the process after imports "
         "(ours: build the objective, trace, compile, optimise; statsmodels: build VARMAX, "

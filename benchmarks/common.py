@@ -12,7 +12,7 @@ def ess_and_rhat(draws, names=None, *, transform=None):
     """Smallest bulk ESS and largest R-hat over the variables of ``draws``.
 
     ``draws``, ``names`` and ``transform`` as in ``lecture_utils.sampling.summary``
-    (the ArviZ summary lecture 3 and the tests use): (C, S, d) draws, mapped to
+    (the ArviZ summary lecture 4 and the tests use): (C, S, d) draws, mapped to
     natural parameters by ``transform`` if given, or a dict of (C, S) arrays.
     The numbers are unrounded.
     """

@@ -39,7 +39,7 @@ def load_macrodata():
 
 
 def load_gdp():
-    """US log real GDP times 100, quarterly 1959Q1-2009Q3 (lecture 3's data).
+    """US log real GDP times 100, quarterly 1959Q1-2009Q3 (lecture 4's data).
 
     Returns:
         ``(dates, y)``, both (203,) NumPy arrays: dates as in

@@ -2,8 +2,8 @@ r"""NUTS for any differentiable log density, and the ArviZ summary of its draws.
 
 This module has one job: draw from a posterior whose unnormalised log density
 is a pure JAX function of a vector, and hand the draws to ArviZ. It knows
-nothing about the model: lecture 3 samples the trend-cycle posterior with it,
-lecture 4 a New Keynesian one.
+nothing about the model: lecture 4 samples the trend-cycle posterior with it,
+lecture 5 a New Keynesian one.
 
 * :func:`nuts_chain` runs one chain: BlackJAX's NUTS after Stan-style window
   adaptation of the step size and of a dense or diagonal mass matrix.

@@ -1,4 +1,4 @@
-r"""A trend-cycle model of log real GDP and its priors (lecture 3).
+r"""A trend-cycle model of log real GDP and its priors (lecture 4).
 
 The unobserved-components model of :cite:`Clark1987` and :cite:`Harvey1989`:
 log real GDP (times 100) is a local linear trend plus a stationary AR(2)

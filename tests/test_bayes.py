@@ -3,7 +3,7 @@ NUTS setup on state-space posteriors.
 
 tests/test_sampling.py checks the sampler module on targets with a known
 answer. Here it samples posteriors whose log density runs a Kalman filter, as
-in lecture 3, and is checked three ways, each against something it does not
+in lecture 4, and is checked three ways, each against something it does not
 share code with:
   * on a small simulated model, its posterior means agree with those of an
     independent random-walk Metropolis sampler written in NumPy on the NumPy
@@ -284,7 +284,7 @@ def test_simulation_based_calibration_committed_result():
 
 
 def test_coordinates_benchmark_committed_result():
-    """What lecture 3 says of benchmarks/results/coordinates.csv: in the logs of
+    """What lecture 4 says of benchmarks/results/coordinates.csv: in the logs of
     the three standard deviations the chains diverge in every configuration and
     each gradient buys less than half the ESS it buys in the lecture's
     coordinates, which have a few divergences at target 0.8 and none at 0.95."""

@@ -111,7 +111,7 @@ def test_gradient_evaluation_counts_add_up(dense_run):
 
 def test_run_nuts_is_nuts_chain_under_vmap_with_split_keys(dense_run):
     """The seed convention: chain c of run_nuts(key, ...) is nuts_chain with split(key, C)[c]
-    (what lecture 3 runs under its own vmap), bit for bit."""
+    (what lecture 4 runs under its own vmap), bit for bit."""
     positions = MEAN + starts(jax.random.key(2), 5)
     chain = partial(nuts_chain, gaussian_log_density, num_warmup=NUM_WARMUP,
                     num_samples=NUM_SAMPLES)
@@ -249,7 +249,7 @@ def test_summary_detects_chains_that_disagree(rng):
 
 def test_modules_import_without_blackjax_arviz_or_statsmodels():
     """The package's own dependencies suffice to import the modules, the model
-    of lecture 3 included (the ``lectures`` extra brings blackjax, arviz and
+    of lecture 4 included (the ``lectures`` extra brings blackjax, arviz and
     statsmodels)."""
     code = ("import sys\n"
             "for name in ('blackjax', 'arviz', 'statsmodels', 'pandas'):\n"

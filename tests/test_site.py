@@ -283,7 +283,7 @@ def test_install_cells_check_and_install_what_each_lecture_imports():
     """Each lecture's install cell (its first code cell) checks for lecture_utils and for every
     module the lecture imports beyond the standard library and the package's dependencies, and
     each of those comes with the package's extra "lectures", which the cell installs. It may
-    check for more (lecture 3 needs blackjax through lecture_utils.sampling) from the extra."""
+    check for more (lecture 4 needs blackjax through lecture_utils.sampling) from the extra."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
     def names(requirements):
