@@ -16,8 +16,10 @@ steps), :math:`u_t = S_t^{-1}\nu_t`, :math:`F_t = I - K_t G` and
 where :math:`\bar\mu_t, \bar\Sigma_t` are the derivatives with respect to the
 *predicted* moments :math:`\hat\mu_t, \hat\Sigma_t`. Only this recursion is
 sequential (:func:`backward`); the derivatives with respect to A, CC', G, HH'
-and y are sums over t of terms that need its outputs, computed afterwards for
-all t at once as contractions over the time axis (:func:`parameter_gradients`).
+and y are sums over t of terms that need its outputs, accumulated in the same
+backward loop (:func:`gradients`): with XLA:CPU's small-loop setting
+(:mod:`lecture_utils.xla_settings`) a loop whose working set is small runs as
+one kernel, so the sums cost a few fused products per step.
 
 The same recursion gives the smoother (:mod:`lecture_utils.kalman.smoother`):
 for a Gaussian prior :math:`N(\hat\mu, \hat\Sigma)`,
@@ -35,9 +37,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from lecture_utils.kalman import _linalg as sl
-from lecture_utils.kalman._steps import masked, noise_covariances, observed
+from lecture_utils.kalman._steps import masked, noise_covariances
 
-__all__ = ["AdjointPath", "backward", "parameter_gradients"]
+__all__ = ["AdjointPath", "backward", "gradients"]
 
 
 class AdjointPath(NamedTuple):
@@ -53,6 +55,31 @@ class AdjointPath(NamedTuple):
     Om: jax.Array
     mu_hat_bar: jax.Array
     Sigma_hat_bar: jax.Array
+
+
+def _back_one_step(lam, Om, K, u, S_inv, y_t, G, R, jitter, jitter_terms):
+    """One step of the recursion: the derivatives w.r.t. the predicted moments at t.
+
+    Returns ``(mu_hat_bar, Sigma_hat_bar, R_eff_bar, mask)``; ``R_eff_bar``
+    (M, M) is the derivative w.r.t. the step's (regularised) noise covariance,
+    None unless ``jitter_terms``.
+    """
+    N = K.shape[0]
+    mask, _, G_t, _ = masked(y_t, G, R)
+    Kt = sl.transpose(K)
+    Z = 0.5 * (sl.outer(u, u) - S_inv)
+    R_eff_bar = None
+    if jitter_terms:  # the relative jitter depends on Sigma_hat through diag(S_t)
+        Kt_lam = sl.matvec(Kt, lam)
+        R_eff_bar = Z + sl.matmul(Kt, sl.matmul(Om, K)) - sl.symmetrize(sl.outer(Kt_lam, u))
+        Z = Z + jitter * sl.diag_matrix(mask * sl.diagonal(R_eff_bar))
+    F = jnp.eye(N) - sl.matmul(K, G_t)
+    Ft = sl.transpose(F)
+    Ft_lam, Gt_u = sl.matvec(Ft, lam), sl.matvec(sl.transpose(G_t), u)
+    mu_hat_bar = Ft_lam + Gt_u
+    Sigma_hat_bar = (sl.matmul(sl.matmul(Ft, Om), F) + sl.symmetrize(sl.outer(Ft_lam, Gt_u))
+                     + sl.matmul(sl.matmul(sl.transpose(G_t), Z), G_t))
+    return mu_hat_bar, Sigma_hat_bar, R_eff_bar, mask
 
 
 def backward(model, y, jitter, res, *, jitter_terms):
@@ -74,26 +101,13 @@ def backward(model, y, jitter, res, *, jitter_terms):
     """
     A, _, G, _ = model
     _, R = noise_covariances(model)
-    N = A.shape[0]
     At = sl.transpose(A)
 
     def step(carry, inputs):
         """carry = (lambda_t, Omega_t), the derivatives w.r.t. mu_{t+1}, Sigma_{t+1}."""
         lam, Om = carry
-        K, u, S_inv, y_t = inputs
-        mask, _, G_t, _ = masked(y_t, G, R)
-        Kt = sl.transpose(K)
-        Z = 0.5 * (sl.outer(u, u) - S_inv)
-        if jitter_terms:  # the relative jitter depends on Sigma_hat through diag(S_t)
-            Kt_lam = sl.matvec(Kt, lam)
-            R_eff_bar = Z + sl.matmul(Kt, sl.matmul(Om, K)) - sl.symmetrize(sl.outer(Kt_lam, u))
-            Z = Z + jitter * sl.diag_matrix(mask * sl.diagonal(R_eff_bar))
-        F = jnp.eye(N) - sl.matmul(K, G_t)
-        Ft = sl.transpose(F)
-        Ft_lam, Gt_u = sl.matvec(Ft, lam), sl.matvec(sl.transpose(G_t), u)
-        mu_hat_bar = Ft_lam + Gt_u
-        Sigma_hat_bar = (sl.matmul(sl.matmul(Ft, Om), F) + sl.symmetrize(sl.outer(Ft_lam, Gt_u))
-                         + sl.matmul(sl.matmul(sl.transpose(G_t), Z), G_t))
+        mu_hat_bar, Sigma_hat_bar, _, _ = _back_one_step(lam, Om, *inputs, G, R, jitter,
+                                                          jitter_terms)
         carry = sl.matvec(At, mu_hat_bar), sl.matmul(sl.matmul(At, Sigma_hat_bar), A)
         return carry, AdjointPath(lam, Om, mu_hat_bar, Sigma_hat_bar)
 
@@ -102,33 +116,59 @@ def backward(model, y, jitter, res, *, jitter_terms):
     return first, path
 
 
-def parameter_gradients(model, y, jitter, res, path: AdjointPath):
-    """The derivatives of the log-likelihood w.r.t. A, Q = CC', G, R = HH' and y.
+def _step_gradients(lam, Om, mu_hat_bar, Sigma_hat_bar, R_eff_bar, mask, A, jitter, inputs):
+    """Step t's terms of the derivatives w.r.t. A, Q, G, R, and y_t itself.
 
-    Each is a sum over t of products of the filter's residuals and the
-    adjoint path, written as contractions over the time axis (a few large
-    products instead of T small ones).
+    ``inputs`` are the residuals of step t: the gain K (N, M), ``u = S^{-1} nu``
+    (M,), the filtered moments before (``m, P``) and after (``m_next,
+    P_next``) the step, and ``Sigma_hat G_t'`` (N, M).
+    """
+    K, u, m, P, m_next, P_next, PGt = inputs
+    Kt_lam = sl.matvec(sl.transpose(K), lam)
+    Om_K = sl.matmul(Om, K)
+    e = jitter * mask * sl.diagonal(R_eff_bar)  # the diagonal of the jitter's own term
+    A_bar = sl.outer(mu_hat_bar, m) + 2.0 * sl.matmul(sl.matmul(Sigma_hat_bar, A), P)
+    G_bar = (sl.outer(mask * (u - Kt_lam), m_next) + sl.outer(mask * u, sl.matvec(P_next, lam))
+             - mask[:, None] * sl.transpose(K)
+             - 2.0 * mask[:, None] * sl.matmul(sl.transpose(Om_K), P_next)
+             + 2.0 * e[:, None] * sl.transpose(PGt))
+    R_bar = sl.outer(mask, mask) * R_eff_bar + sl.diag_matrix(e)
+    return A_bar, Sigma_hat_bar, G_bar, R_bar, mask * (Kt_lam - u)
+
+
+def gradients(model, y, jitter, res):
+    """The derivatives of the log-likelihood, by one backward pass.
+
+    The recursion of :func:`backward` (with the jitter's terms), and in the
+    same loop the sums over t of each step's terms of the derivatives w.r.t.
+    A, Q = CC', G and R = HH' (:func:`_step_gradients`), held in the carry:
+    the loop stores only ``y_bar``, so its working set stays small.
 
     Returns:
-        ``(A_bar (N, N), Q_bar (N, N), G_bar (M, N), R_bar (M, M), y_bar (T, M))``;
-        ``y_bar`` is zero where ``y`` is missing.
+        ``((mu0_bar (N,), Sigma0_bar (N, N)), (A_bar (N, N), Q_bar (N, N),
+        G_bar (M, N), R_bar (M, M), y_bar (T, M)))``; ``y_bar`` is zero where
+        ``y`` is missing.
     """
-    A = model.A
-    lam, Om, mu_hat_bar, Sigma_hat_bar = path
-    m_t, P_t, m_next, P_next = res.mu[:-1], res.Sigma[:-1], res.mu[1:], res.Sigma[1:]
-    K, u, S_inv, PGt = res.gain, res.S_inv_nu, res.S_inv, res.Sigma_hat_Gt
-    mask = observed(y)  # (T, M)
-    Kt_lam = jnp.einsum("tnm,tn->tm", K, lam)
-    Om_K = jnp.einsum("tij,tjm->tim", Om, K)
-    R_eff_bar = (0.5 * (u[:, :, None] * u[:, None, :] - S_inv) + jnp.einsum("tnm,tnk->tmk", K, Om_K)
-                 - 0.5 * (Kt_lam[:, :, None] * u[:, None, :] + u[:, :, None] * Kt_lam[:, None, :]))
-    e = jitter * mask * jnp.diagonal(R_eff_bar, axis1=1, axis2=2)  # the diagonal of E_t
-    A_bar = (jnp.einsum("ti,tj->ij", mu_hat_bar, m_t)
-             + 2.0 * jnp.einsum("tij,jk,tkl->il", Sigma_hat_bar, A, P_t))
-    G_bar = (jnp.einsum("tm,tn->mn", mask * (u - Kt_lam), m_next)
-             + jnp.einsum("tm,tn->mn", mask * u, jnp.einsum("tnk,tk->tn", P_next, lam))
-             - jnp.einsum("tm,tnm->mn", mask, K)
-             - 2.0 * jnp.einsum("tm,tnm,tnk->mk", mask, Om_K, P_next)
-             + 2.0 * jnp.einsum("tm,tnm->mn", e, PGt))
-    R_bar = jnp.einsum("tm,tk,tmk->mk", mask, mask, R_eff_bar) + jnp.diag(e.sum(0))
-    return A_bar, Sigma_hat_bar.sum(0), G_bar, R_bar, mask * (Kt_lam - u)
+    A, _, G, _ = model
+    _, R = noise_covariances(model)
+    At = sl.transpose(A)
+
+    def step(carry, inputs):
+        """carry = (lambda_t, Omega_t, and the sums over the later steps of the four gradients)."""
+        lam, Om, *sums = carry
+        K, u, S_inv, y_t, *rest = inputs
+        mu_hat_bar, Sigma_hat_bar, R_eff_bar, mask = _back_one_step(
+            lam, Om, K, u, S_inv, y_t, G, R, jitter, jitter_terms=True)
+        *terms, y_bar = _step_gradients(lam, Om, mu_hat_bar, Sigma_hat_bar, R_eff_bar, mask, A,
+                                        jitter, (K, u, *rest))
+        carry = (sl.matvec(At, mu_hat_bar), sl.matmul(sl.matmul(At, Sigma_hat_bar), A),
+                 *(total + term for total, term in zip(sums, terms)))
+        return carry, y_bar
+
+    N, M = G.shape[1], G.shape[0]
+    init = (jnp.zeros(N), jnp.zeros((N, N)), jnp.zeros((N, N)), jnp.zeros((N, N)),
+            jnp.zeros((M, N)), jnp.zeros((M, M)))
+    inputs = (res.gain, res.S_inv_nu, res.S_inv, y, res.mu[:-1], res.Sigma[:-1], res.mu[1:],
+              res.Sigma[1:], res.Sigma_hat_Gt)
+    (lam0, Om0, A_bar, Q_bar, G_bar, R_bar), y_bar = lax.scan(step, init, inputs, reverse=True)
+    return (lam0, Om0), (A_bar, Q_bar, G_bar, R_bar, y_bar)

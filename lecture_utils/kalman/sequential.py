@@ -41,7 +41,7 @@ from jax import lax
 
 from lecture_utils.kalman import _linalg as sl
 from lecture_utils.kalman._steps import condition_on, noise_covariances, predict
-from lecture_utils.kalman.adjoint import backward, parameter_gradients
+from lecture_utils.kalman.adjoint import gradients
 from lecture_utils.kalman.results import KalmanResult
 from lecture_utils.lss import LSSModel
 
@@ -125,8 +125,7 @@ def _loglik_fwd(model, mu0, Sigma0, y, jitter):
 
 def _loglik_bwd(saved, g):
     model, y, jitter, ok, res = saved
-    (mu0_bar, Sigma0_bar), path = backward(model, y, jitter, res, jitter_terms=True)
-    A_bar, Q_bar, G_bar, R_bar, y_bar = parameter_gradients(model, y, jitter, res, path)
+    (mu0_bar, Sigma0_bar), (A_bar, Q_bar, G_bar, R_bar, y_bar) = gradients(model, y, jitter, res)
     model_bar = LSSModel(A_bar, 2.0 * sl.matmul(Q_bar, model.C), G_bar,
                          2.0 * sl.matmul(R_bar, model.H))
     # Where the log-likelihood is -inf it is locally constant: the gradient is 0.
