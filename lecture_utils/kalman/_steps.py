@@ -48,6 +48,7 @@ class Update(NamedTuple):
         S_inv_nu: (M,) ``S_t^{-1} nu_t``.
         S_inv: (M, M) ``S_t^{-1}``.
         Sigma_hat_Gt: (N, M) ``Sigma_hat G_t'``.
+        log_det_S: () ``log |S_t|``.
         loglik: () this step's log-density of the observed entries.
         ok: () False if ``S_t`` was not positive definite.
     """
@@ -60,6 +61,7 @@ class Update(NamedTuple):
     S_inv_nu: jax.Array
     S_inv: jax.Array
     Sigma_hat_Gt: jax.Array
+    log_det_S: jax.Array
     loglik: jax.Array
     ok: jax.Array
 
@@ -134,4 +136,4 @@ def condition_on(mu_hat, Sigma_hat, y_t, G, R, jitter) -> Update:
     loglik_t = -0.5 * (jnp.sum(m, axis=0) * LOG_2PI + log_det_S + quad)
     mu = mu_hat + sl.matvec(K, nu)
     Sigma = sl.symmetrize(Sigma_hat - sl.matmul(K, sl.transpose(Sigma_hat_Gt)))
-    return Update(mu, Sigma, K, nu, S, S_inv_nu, S_inv, Sigma_hat_Gt, loglik_t, ok)
+    return Update(mu, Sigma, K, nu, S, S_inv_nu, S_inv, Sigma_hat_Gt, log_det_S, loglik_t, ok)

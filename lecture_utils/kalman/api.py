@@ -34,8 +34,13 @@ def _raise_if_failed(loglik, jitter):
             f"at some t (jitter = {float(jitter)}); check Sigma0, H and C, or raise jitter")
 
 
+def _check_flag(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
-                  method: str = "sequential") -> KalmanResult:
+                  method: str = "sequential", steady_state: bool = True) -> KalmanResult:
     """Run the Kalman filter and return the log-likelihood and filtered moments.
 
     Args:
@@ -54,6 +59,14 @@ def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
             (about 2 sqrt(T) sequential rounds of vectorised work instead of
             T; slower on a CPU, for accelerators). Same results for
             ``jitter=0``; it needs ``G CC' G' + HH'`` positive definite.
+        steady_state: once a step leaves the filtered covariance unchanged to
+            rounding, run only the mean recursion for the following fully
+            observed rows (a row with a missing entry runs the full step, and
+            the test starts again), as statsmodels does by default. Results
+            equal the full recursion's to rounding; ``False`` runs the full
+            recursion throughout. Ignored by ``method="parallel"``. Under
+            ``vmap`` the switch becomes a select that runs both branches: pass
+            ``False`` there.
 
     Returns:
         A :class:`~lecture_utils.kalman.KalmanResult`.
@@ -68,13 +81,17 @@ def kalman_filter(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
             ``loglik = -inf`` with a finite gradient, never NaN.
     """
     model, mu0, Sigma0, y, jitter, _ = check_inputs(model, mu0, Sigma0, y, jitter, method)
-    backend = parallel if method == "parallel" and y.shape[0] > 0 else sequential
-    result = backend.filter(model, mu0, Sigma0, y, jitter)
+    _check_flag("steady_state", steady_state)
+    if method == "parallel" and y.shape[0] > 0:
+        result = parallel.filter(model, mu0, Sigma0, y, jitter)
+    else:
+        result = sequential.filter(model, mu0, Sigma0, y, jitter, steady_state)
     _raise_if_failed(result.loglik, jitter)
     return result
 
 
-def kalman_loglik(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> jax.Array:
+def kalman_loglik(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
+                  steady_state: bool = True) -> jax.Array:
     """The log-likelihood of :func:`kalman_filter`, with a hand-derived reverse rule.
 
     The value is computed without storing the path (scratch memory does not
@@ -88,7 +105,8 @@ def kalman_loglik(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> j
     ``jax.custom_vjp``): ``jax.jvp`` and ``jax.jacfwd`` of it raise; use
     :func:`kalman_filter`'s ``loglik`` for those.
 
-    Args and Raises: as :func:`kalman_filter`.
+    Args and Raises: as :func:`kalman_filter` (no ``method``). With
+    ``steady_state`` the reverse rule still runs the full adjoint recursion.
 
     Returns:
         () log-likelihood; ``-inf`` with a zero gradient where some ``S_t`` is
@@ -103,12 +121,14 @@ def kalman_loglik(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> j
         True
     """
     model, mu0, Sigma0, y, jitter, _ = check_inputs(model, mu0, Sigma0, y, jitter)
-    loglik = sequential.loglik(model, mu0, Sigma0, y, jitter)
+    _check_flag("steady_state", steady_state)
+    loglik = sequential.loglik(model, mu0, Sigma0, y, jitter, steady_state)
     _raise_if_failed(loglik, jitter)
     return loglik
 
 
-def kalman_smoother(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) -> SmootherResult:
+def kalman_smoother(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
+                    steady_state: bool = True) -> SmootherResult:
     """Moments of every state given all observations.
 
     Computed from the adjoint recursion of :func:`kalman_loglik` (the
@@ -125,7 +145,8 @@ def kalman_smoother(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8) ->
         last row equals the filter's.
     """
     model, mu0, Sigma0, y, jitter, _ = check_inputs(model, mu0, Sigma0, y, jitter)
-    result = smoother.smoother(model, mu0, Sigma0, y, jitter)
+    _check_flag("steady_state", steady_state)
+    result = smoother.smoother(model, mu0, Sigma0, y, jitter, steady_state)
     _raise_if_failed(result.loglik, jitter)
     return result
 

@@ -9,6 +9,8 @@ never inverts a predicted covariance: singular state noise and exactly
 observed states are fine. A backend: it takes checked inputs.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -26,12 +28,12 @@ def _posterior(m, P, r, W):
     return m + P @ r, sl.symmetrize(P - P @ (jnp.outer(r, r) - 2.0 * W) @ P)
 
 
-@jax.jit
-def smoother(model, mu0, Sigma0, y, jitter) -> SmootherResult:
+@partial(jax.jit, static_argnames="steady_state")
+def smoother(model, mu0, Sigma0, y, jitter, steady_state=True) -> SmootherResult:
     """Smoothed moments of x_0..x_T, as :func:`~lecture_utils.kalman.kalman_smoother`."""
     jitter = jax.lax.stop_gradient(jitter)
     Sigma0 = sl.symmetrize(Sigma0)
-    loglik, _, res = forward(model, mu0, Sigma0, y, jitter)
+    loglik, _, res = forward(model, mu0, Sigma0, y, jitter, steady_state)
     (lam0, Om0), path = backward(model, y, jitter, res, jitter_terms=False)
     Q, _ = noise_covariances(model)
     mu_hat = res.mu[:-1] @ model.A.T
