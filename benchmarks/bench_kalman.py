@@ -690,7 +690,14 @@ def settings_section(rows, seen):
              "Times are the smaller of CPU and wall time; compiles are JAX's (trace, lower, "
              "compile, caches bypassed) or numba's first call. numba and statsmodels do not "
              "read XLA's settings: their two columns differ only by the machine's load, "
-             "a measure of how far two processes' numbers can be compared.", "",
+             "a measure of how far two processes' numbers can be compared. Before timing, "
+             f"every value was checked against ours (jitter = 0) to {RTOL:g} relative, "
+             f"statsmodels' default to {STATSMODELS_DEFAULT_RTOL:g}, the tolerance that holds "
+             "for it: in this run it differed by at most "
+             f"{DISAGREEMENT.get(STATSMODELS_DEFAULT, NAN):.2g}, the numba loop by "
+             f"{max(DISAGREEMENT.get(k, NAN) for k in NUMBA):.2g}"
+             + (f", ours with the switch by {DISAGREEMENT.get(OURS_STEADY, NAN):.2g}"
+                if HAS_STEADY_STATE else "") + ".", "",
              f"| implementation | per step, T = {T1:,}: default | tuned | one call, "
              f"T = {T0}: default | tuned | compile (T = {T0}): default | tuned | "
              f"per step / numba floor (T = {T1:,}): default | tuned |",
