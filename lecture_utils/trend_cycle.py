@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from lecture_utils.kalman import kalman_loglik
-from lecture_utils.simulation import LSSModel
+from lecture_utils.lss import LSSModel
 
 __all__ = [
     "PARAM_NAMES", "TREND_PRIOR_VAR", "PRIOR_SCALES", "NBER_RECESSIONS",
