@@ -18,7 +18,7 @@ numba loop (the practical floor, with and without a steady-state switch),
 statsmodels (exact and default), dynamax, and the value and gradient of ours
 and dynamax, run once in a child process with XLA's default settings and once
 in a child with the settings ``import lecture_utils`` applies; within a child
-the implementations are timed in turn (interleaved.py). The targets of issue
+the implementations are timed in turn (lecture_utils.timing.time_interleaved). The targets of issue
 21 are judged there. Then every implementation, one after another, in this
 process. Writes benchmarks/results/kalman.{md,csv} and kalman_scaling.png.
 
@@ -54,12 +54,12 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers  # noqa: E402
-from interleaved import compile_jitted, time_interleaved  # noqa: E402
 
 from lecture_utils.kalman import kalman_filter, kalman_filter_numpy, kalman_loglik  # noqa: E402
 from lecture_utils.kalman import kalman_loglik_batch, kalman_loglik_sharded  # noqa: E402
 from lecture_utils.simulation import LSSModel, simulate_lss  # noqa: E402
-from lecture_utils.timing import Stopwatch, Timing, time_calls, time_jitted  # noqa: E402
+from lecture_utils.timing import (Stopwatch, Timing, compile_jitted, time_calls,  # noqa: E402
+                                  time_interleaved, time_jitted)
 
 RESULTS = Path(__file__).parent / "results"
 RTOL = 1e-8
@@ -108,13 +108,17 @@ def source_problem(N, T):
     return model, jnp.zeros(N), jnp.eye(N), y[1:]
 
 
+# The main section compares full recursions, as every peer there runs one (statsmodels
+# with tolerance=0, dynamax, NumPy, filterpy), and as the adjoint mirrors: the
+# steady-state switch is timed in the settings section, next to statsmodels' own.
 def ours(model, mu0, Sigma0, y, jitter=0.0, method="sequential"):
-    return kalman_filter(model, mu0, Sigma0, y, jitter=jitter, method=method).loglik
+    return kalman_filter(model, mu0, Sigma0, y, jitter=jitter, method=method,
+                         steady_state=False).loglik
 
 
 def loglik(model, mu0, Sigma0, y, jitter=0.0):
     """kalman_loglik: the value keeps no path; the gradient is the hand-derived adjoint."""
-    return kalman_loglik(model, mu0, Sigma0, y, jitter=jitter)
+    return kalman_loglik(model, mu0, Sigma0, y, jitter=jitter, steady_state=False)
 
 
 # The score: value and gradient w.r.t. (model, mu0), the data passed as arguments
@@ -362,7 +366,7 @@ def settings_rows(group, problem, repeat):
     Ours (full recursion; the steady-state switch where kalman_loglik has
     one), the numba loop with and without its switch, statsmodels at
     tolerance 0 and at its default, dynamax; the value and gradient of ours
-    and of dynamax. The rounds of timing interleave them (interleaved.py).
+    and of dynamax. The rounds of timing interleave them (lecture_utils.timing.time_interleaved).
     """
     model, mu0, Sigma0, y = args = problem
     T, N = y.shape[0], model.A.shape[0]
@@ -541,7 +545,7 @@ def code_version():
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = git("status", "--porcelain", "--", "lecture_utils", "benchmarks/bench_kalman.py",
-                "benchmarks/peers.py", "benchmarks/interleaved.py")
+                "benchmarks/peers.py")
     return f"commit {commit}" + (" with uncommitted changes to the measured code" if dirty else "")
 
 
@@ -686,7 +690,7 @@ def settings_section(rows, seen):
              f"`jax_cpu_enable_async_dispatch={tuned['async_dispatch']}`; "
              f"{how_tuned(seen)}. Same data (seed 0) in both. In each process the "
              "implementations are timed in turn, one sample of each per round "
-             "(benchmarks/interleaved.py), so that a change of load falls on all of them. "
+             "(lecture_utils.timing.time_interleaved), so that a change of load falls on all of them. "
              "Times are the smaller of CPU and wall time; compiles are JAX's (trace, lower, "
              "compile, caches bypassed) or numba's first call. numba and statsmodels do not "
              "read XLA's settings: their two columns differ only by the machine's load, "

@@ -17,8 +17,8 @@ import jax
 
 from lecture_utils.compile_cache import persistent_cache_bypassed
 
-__all__ = ["Stopwatch", "Timing", "compiled_temp_bytes", "time_calls", "time_jitted",
-           "time_python"]
+__all__ = ["Stopwatch", "Timing", "compile_jitted", "compiled_temp_bytes", "time_calls",
+           "time_interleaved", "time_jitted", "time_python"]
 
 
 class Timing(NamedTuple):
@@ -66,47 +66,72 @@ class Stopwatch:
         self.wall_s, self.cpu_s = wall - self._start[0], cpu - self._start[1]
 
 
-def _median_call_times(call, repeat: int, min_sample_s: float) -> tuple[float, float]:
-    """Median wall and CPU seconds per call over ``repeat`` samples.
+def time_interleaved(calls: dict, repeat: int = 7, min_sample_s: float = 0.02) -> dict:
+    """Median wall and CPU seconds per call of each of ``calls``, sampled in turn.
 
-    After a warm-up call, each sample loops enough calls to last about
-    ``min_sample_s`` of wall time (one call if ``min_sample_s <= 0``), so that
-    the clocks' resolution and the loop's overhead do not count.
+    After a warm-up call of each, every round takes one sample of every call,
+    in a fixed order, so that a change in a shared machine's load falls on
+    all of them rather than on whichever was being timed. Each sample loops a
+    call enough times to last about ``min_sample_s`` of wall time (one call
+    if ``min_sample_s <= 0``), so that the clocks' resolution and the loop's
+    overhead do not count.
+
+    Args:
+        calls: name -> function of no arguments; a jitted call should block
+            until its result is ready (``jax.block_until_ready``).
+        repeat: rounds.
+
+    Returns:
+        name -> ``(wall_s, cpu_s)``, medians over the rounds.
     """
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
-    call()  # warm-up
-    number = 1
-    if min_sample_s > 0:
-        with Stopwatch() as once:
-            call()
-        number = max(1, int(min_sample_s / max(once.wall_s, 1e-9)))
-    wall, cpu = [], []
-    for _ in range(repeat):
-        with Stopwatch() as sample:
-            for _ in range(number):
+    number = {}
+    for name, call in calls.items():
+        call()  # warm-up
+        number[name] = 1
+        if min_sample_s > 0:
+            with Stopwatch() as once:
                 call()
-        wall.append(sample.wall_s / number)
-        cpu.append(sample.cpu_s / number)
-    return statistics.median(wall), statistics.median(cpu)
+            number[name] = max(1, int(min_sample_s / max(once.wall_s, 1e-9)))
+    wall = {name: [] for name in calls}
+    cpu = {name: [] for name in calls}
+    for _ in range(repeat):
+        for name, call in calls.items():
+            with Stopwatch() as sample:
+                for _ in range(number[name]):
+                    call()
+            wall[name].append(sample.wall_s / number[name])
+            cpu[name].append(sample.cpu_s / number[name])
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name]))
+            for name in calls}
+
+
+def compile_jitted(fn, *args):
+    """``jax.jit(fn)`` compiled for ``args`` as in a fresh process, and the Stopwatch of it.
+
+    JAX's in-memory caches are cleared first, and the persistent compilation
+    cache (:mod:`lecture_utils.compile_cache`) is neither read nor written.
+    Returns ``(compiled, watch)``; ``compiled(*args)`` runs the program.
+    """
+    jax.clear_caches()
+    with persistent_cache_bypassed(), Stopwatch() as watch:
+        compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, watch
 
 
 def time_jitted(fn, *args, repeat: int = 7, min_sample_s: float = 0.02) -> Timing:
     """Compile ``jax.jit(fn)`` for ``args`` and time it, compile and run apart.
 
     ``fn`` may already be jitted. The compile is a real one, as in a fresh
-    process: JAX's in-memory caches are cleared first, and the persistent
-    compilation cache (:mod:`lecture_utils.compile_cache`) is neither read nor
-    written while compiling. Each call is followed by ``block_until_ready`` so
-    that asynchronous dispatch does not hide work. Run times are medians over
-    ``repeat`` samples, each at least ``min_sample_s`` of wall time.
+    process (:func:`compile_jitted`). Each call is followed by
+    ``block_until_ready`` so that asynchronous dispatch does not hide work.
+    Run times are medians over ``repeat`` samples, each at least
+    ``min_sample_s`` of wall time.
     """
-    jax.clear_caches()
-    with persistent_cache_bypassed(), Stopwatch() as compiling:
-        compiled = jax.jit(fn).lower(*args).compile()
-    run_s, run_cpu_s = _median_call_times(
-        lambda: jax.block_until_ready(compiled(*args)), repeat, min_sample_s
-    )
+    compiled, compiling = compile_jitted(fn, *args)
+    run_s, run_cpu_s = time_interleaved(
+        {"run": lambda: jax.block_until_ready(compiled(*args))}, repeat, min_sample_s)["run"]
     return Timing(compiling.wall_s, run_s, repeat, compiling.cpu_s, run_cpu_s)
 
 
@@ -115,7 +140,7 @@ def time_calls(fn, *args, repeat: int = 7, min_sample_s: float = 0.02) -> Timing
 
     Nothing is compiled: ``compile_s`` and ``compile_cpu_s`` are NaN.
     """
-    run_s, run_cpu_s = _median_call_times(lambda: fn(*args), repeat, min_sample_s)
+    run_s, run_cpu_s = time_interleaved({"run": lambda: fn(*args)}, repeat, min_sample_s)["run"]
     return Timing(math.nan, run_s, repeat, math.nan, run_cpu_s)
 
 

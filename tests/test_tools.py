@@ -384,3 +384,26 @@ def test_time_jitted_compiles_for_real_despite_the_persistent_cache(tmp_path):
     assert out["hits_before"] == 1  # the cache is on and holds f ...
     assert out["hits_in_timing"] == 0 and out["compiles_in_timing"] == 1  # ... yet XLA compiled
     assert out["compile_s"] >= out["backend_compile_s"]  # XLA's compile is in the timed span
+
+
+def test_time_interleaved_samples_each_call_every_round():
+    """Two calls of known, different lengths: each median is its own, whatever the order."""
+    import time as _time
+
+    from lecture_utils.timing import time_interleaved
+
+    order = []
+
+    def short():
+        order.append("short")
+        _time.sleep(0.002)
+
+    def long():
+        order.append("long")
+        _time.sleep(0.006)
+
+    got = time_interleaved({"short": short, "long": long}, repeat=3, min_sample_s=0)
+    assert 0.002 <= got["short"][0] < 0.004 + 0.002 and 0.006 <= got["long"][0] < 0.012
+    assert got["short"][1] < 0.001 and got["long"][1] < 0.001  # a sleep uses no CPU time
+    # Warm-ups first, then one sample of each per round, in turn.
+    assert order[2:] == ["short", "long"] * 3
