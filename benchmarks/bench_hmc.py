@@ -23,6 +23,7 @@ Run:  pip install -r benchmarks/requirements.txt && python benchmarks/bench_hmc.
 Writes benchmarks/results/hmc.md and hmc.csv.
 """
 
+import os
 import platform
 import sys
 import time
@@ -174,6 +175,11 @@ def min_bulk_ess_of_coordinates(draws):
     return ess_and_rhat(np.asarray(draws))[0]
 
 
+def _async_dispatch() -> bool:
+    from jax._src import xla_bridge
+    return xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value
+
+
 def main():
     import dynamax
     import numpyro
@@ -237,6 +243,10 @@ def main():
         f"({platform.processor() or 'CPU'}), {jax.device_count()} JAX CPU device, "
         f"jax {jax.__version__}; 2 cores shared with other jobs, so absolute times "
         "vary from run to run (the ratios less so).\n\n"
+        "Both samplers run in this one process, so under the same XLA settings: "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, CPU asynchronous dispatch "
+        f"{'on' if _async_dispatch() else 'off'} (what `import lecture_utils` applies, "
+        "unless LECTURE_UTILS_NO_XLA_TUNING=1).\n\n"
         f"Same model, data, priors, starting points and settings as lecture 4: "
         f"{NUM_CHAINS} chains under vmap, {NUM_WARMUP} warm-up steps and {NUM_SAMPLES} "
         f"draws each, dense mass matrix, target acceptance {TARGET_ACCEPTANCE}. "
