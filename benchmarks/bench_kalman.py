@@ -58,6 +58,7 @@ import peers  # noqa: E402
 from lecture_utils.kalman import kalman_filter, kalman_filter_numpy, kalman_loglik  # noqa: E402
 from lecture_utils.kalman import kalman_loglik_batch, kalman_loglik_sharded  # noqa: E402
 from lecture_utils.simulation import LSSModel, simulate_lss  # noqa: E402
+from lecture_utils.xla_settings import LOOP_OPTION, OPT_OUT_ENV  # noqa: E402
 from lecture_utils.timing import (Stopwatch, Timing, compile_jitted, time_calls,  # noqa: E402
                                   time_interleaved, time_jitted)
 
@@ -294,9 +295,6 @@ def score_rows(add, model, mu0, Sigma0, y, repeat, ref):
 
 # ----- settings groups: each implementation under default and under tuned XLA settings -------
 
-XLA_TUNING_OPTION = "xla_cpu_small_while_loop_byte_threshold"
-XLA_TUNING_FLAG = f"--xla_backend_extra_options={XLA_TUNING_OPTION}=16384"
-NO_TUNING_ENV = "LECTURE_UTILS_NO_XLA_TUNING"
 GROUPS = ("default", "tuned")
 SETTINGS_LENGTHS = {True: (100, 10_000), False: (100, 1_000, 10_000, 100_000)}  # by --quick
 SETTINGS_TIMEOUT_S = 1800
@@ -326,9 +324,9 @@ def steady_state_loglik(model, mu0, Sigma0, y):
 def settings_env(group):
     """A group's child's environment: none of the settings of this one; "default" opts out."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_FLAGS", NO_TUNING_ENV, "JAX_CPU_ENABLE_ASYNC_DISPATCH")}
+           if k not in ("XLA_FLAGS", OPT_OUT_ENV, "JAX_CPU_ENABLE_ASYNC_DISPATCH")}
     if group == "default":
-        env[NO_TUNING_ENV] = "1"
+        env[OPT_OUT_ENV] = "1"
     return env
 
 
@@ -339,25 +337,19 @@ def current_settings():
 
 
 def apply_settings(group):
-    """In a group's child, before JAX's backend starts: make the group's settings hold.
+    """In a group's child: check that ``import lecture_utils`` left the group's settings.
 
-    ``import lecture_utils`` (done when this script was imported) applies the
-    tuned settings unless LECTURE_UTILS_NO_XLA_TUNING=1; where it does not
-    (a package from before it did), this adds what is missing. Returns what
-    the package had applied by itself; raises if the default group is tuned.
+    The package (imported with this script) applies the tuned settings unless
+    LECTURE_UTILS_NO_XLA_TUNING=1, which the default group's child is given
+    (lecture_utils.xla_settings is their one home). Raises if a group's
+    settings are not what its name says; returns them.
     """
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
-        raise RuntimeError("JAX's backend started before the settings could be applied")
-    by_package = current_settings()
-    if group == "tuned":
-        if XLA_TUNING_OPTION not in by_package["XLA_FLAGS"]:
-            os.environ["XLA_FLAGS"] = f"{by_package['XLA_FLAGS']} {XLA_TUNING_FLAG}".strip()
-        jax.config.update("jax_cpu_enable_async_dispatch", False)
-    elif XLA_TUNING_OPTION in by_package["XLA_FLAGS"] or not by_package["async_dispatch"]:
-        raise RuntimeError(f"the default group is tuned despite {NO_TUNING_ENV}=1: {by_package}")
-    return by_package
+    settings = current_settings()
+    tuned = LOOP_OPTION in settings["XLA_FLAGS"] and not settings["async_dispatch"]
+    untuned = LOOP_OPTION not in settings["XLA_FLAGS"] and settings["async_dispatch"]
+    if not (tuned if group == "tuned" else untuned):
+        raise RuntimeError(f"the {group} group's child runs with {settings}")
+    return settings
 
 
 def settings_rows(group, problem, repeat):
@@ -414,12 +406,12 @@ def settings_rows(group, problem, repeat):
 
 def settings_child(group, quick):
     """Run in a child process: one settings group at every T; print JSON."""
-    by_package = apply_settings(group)
+    settings = apply_settings(group)
     repeat = 3 if quick else 7
     rows = []
     for T in SETTINGS_LENGTHS[quick]:
         rows += settings_rows(group, random_problem(0, 5, T), repeat)
-    print(json.dumps({"by_package": by_package, "settings": current_settings(),
+    print(json.dumps({"settings": settings,
                       "disagreement": DISAGREEMENT, "rows": rows}))
 
 
@@ -640,20 +632,6 @@ SETTINGS_IMPLS = [OURS_FULL, OURS_STEADY, *NUMBA, STATSMODELS, STATSMODELS_DEFAU
 NOT_AVAILABLE = "not available"
 
 
-def how_tuned(seen):
-    """Who applied the tuned group's settings: the package at import, or this script."""
-    by_package = seen["tuned"]["by_package"]
-    flag = XLA_TUNING_OPTION in by_package["XLA_FLAGS"]
-    sync = not by_package["async_dispatch"]
-    if flag and sync:
-        return "`import lecture_utils` applied both"
-    if not flag and not sync:
-        return ("this script applied both (`import lecture_utils` does not apply them at this "
-                "commit)")
-    return (f"`import lecture_utils` applied {'XLA_FLAGS' if flag else 'the async setting'}, "
-            "this script the other")
-
-
 def settings_timer(rows):
     """``time(group, T, impl, kind="run")``: a settings row's best time (see best); NaN if none."""
     by = {(r["settings"], r["T"], r["implementation"]): r for r in rows if r["case"] == "settings"}
@@ -684,11 +662,11 @@ def settings_section(rows, seen):
              "within a process every implementation shares its settings, so a ratio within a "
              "group compares algorithms, and the two columns of an implementation compare "
              "settings. *default*: XLA's own settings (`XLA_FLAGS` unset, asynchronous dispatch "
-             f"on, `{NO_TUNING_ENV}=1`). *tuned*: the settings `import lecture_utils` applies, "
+             f"on, `{OPT_OUT_ENV}=1`). *tuned*: the settings `import lecture_utils` applies, "
              f"`XLA_FLAGS={tuned['XLA_FLAGS']}` (a loop body touching fewer than that many "
              "bytes compiles into one native kernel on XLA:CPU) and "
              f"`jax_cpu_enable_async_dispatch={tuned['async_dispatch']}`; "
-             f"{how_tuned(seen)}. Same data (seed 0) in both. In each process the "
+             "`import lecture_utils` applied both. Same data (seed 0) in both. In each process the "
              "implementations are timed in turn, one sample of each per round "
              "(lecture_utils.timing.time_interleaved), so that a change of load falls on all of them. "
              "Times are the smaller of CPU and wall time; compiles are JAX's (trace, lower, "

@@ -63,7 +63,7 @@ def _element(y_t, model, Q, R, jitter):
     N = A.shape[0]
     m, y_t, G_t, R_t = masked(y_t, G, R)
     S = sl.symmetrize(G_t @ Q @ G_t.T + R_t)
-    S = S + jitter * jnp.diag(m * jnp.diag(S))  # relative to this S, not the filter's S_t
+    S = S + jitter * sl.diag_matrix(m * sl.diagonal(S))  # relative to this S, not S_t
     ok = positive_definite(S)
     S = jnp.where(ok, S, jnp.eye(S.shape[0]))
     K = sl.solve(S, G_t @ Q).T  # (N, M)
