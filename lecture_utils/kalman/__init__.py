@@ -3,8 +3,10 @@
 The public names, all importable from here:
 
 * :func:`kalman_filter`, :func:`kalman_loglik`, :func:`kalman_smoother`,
-  :func:`kalman_loglik_batch`, :func:`kalman_loglik_sharded`: the front door
-  (:mod:`.api`), which validates once and dispatches to a backend;
+  :func:`kalman_sample`, :func:`kalman_loglik_batch`, :func:`kalman_loglik_sharded`:
+  the front door (:mod:`.api`), which validates once and dispatches to a backend
+  (:func:`kalman_sample` draws whole state paths given the data: a simulation
+  smoother);
 * :class:`KalmanResult`, :class:`SmootherResult`: the result types (:mod:`.results`);
 * :func:`steady_state_gain`: the Riccati gain, by SciPy (:mod:`.steady_state`);
 * :func:`kalman_filter_numpy`: the plain NumPy reference (:mod:`.reference`,
@@ -13,7 +15,8 @@ The public names, all importable from here:
 The backends are peers that take checked inputs: :mod:`.sequential` (the
 ``lax.scan`` filter and the log-likelihood's reverse rule), :mod:`.adjoint`
 (that rule's backward recursion and parameter gradients), :mod:`.smoother`,
-:mod:`.parallel` (the blocked parallel scan) and :mod:`.batch` (many models at
+:mod:`.sample` (Durbin and Koopman's simulation smoother, from the smoother's
+means), :mod:`.parallel` (the blocked parallel scan) and :mod:`.batch` (many models at
 once, on one device or sharded). They share the private :mod:`._checks` (the
 one validator), :mod:`._steps` (predict and update) and :mod:`._linalg`
 (small-matrix routines).
@@ -24,6 +27,7 @@ from lecture_utils.kalman.api import (
                                       kalman_loglik,
                                       kalman_loglik_batch,
                                       kalman_loglik_sharded,
+                                      kalman_sample,
                                       kalman_smoother,
 )
 from lecture_utils.kalman.reference import kalman_filter_numpy
@@ -38,6 +42,7 @@ __all__ = [
     "kalman_loglik",
     "kalman_loglik_batch",
     "kalman_loglik_sharded",
+    "kalman_sample",
     "kalman_smoother",
     "steady_state_gain",
 ]

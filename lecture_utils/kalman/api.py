@@ -2,7 +2,7 @@
 
 Every function here checks its arguments with the one validator
 (:mod:`lecture_utils.kalman._checks`), calls a backend (:mod:`.sequential`,
-:mod:`.parallel`, :mod:`.smoother`, :mod:`.batch`), which never calls back
+:mod:`.parallel`, :mod:`.smoother`, :mod:`.sample`, :mod:`.batch`), which never calls back
 into this module, and, when the result is concrete, turns a failed
 factorisation into a ``ValueError``.
 
@@ -10,21 +10,24 @@ Failure semantics, the same everywhere: eager calls raise ``ValueError``
 naming the culprit; under ``jit``/``grad``/``vmap`` values cannot be
 inspected, and a failed factorisation gives ``loglik = -inf`` with a finite
 (zero) gradient, never NaN; a failing member of a batch does not touch the
-others. ``jitter`` is a numerical setting, not a parameter: its derivative is
+others (:func:`kalman_sample`, which returns no log-likelihood, returns NaN
+draws instead). ``jitter`` is a numerical setting, not a parameter: its derivative is
 zero in every entry point.
 """
+
+from numbers import Integral
 
 import jax
 import numpy as np
 
 from lecture_utils._validation import is_concrete
-from lecture_utils.kalman import batch, parallel, sequential, smoother
+from lecture_utils.kalman import batch, parallel, sample, sequential, smoother
 from lecture_utils.kalman._checks import check_batch_inputs, check_inputs, check_mesh
 from lecture_utils.kalman.results import KalmanResult, SmootherResult
 from lecture_utils.lss import LSSModel
 
 __all__ = ["kalman_filter", "kalman_loglik", "kalman_loglik_batch", "kalman_loglik_sharded",
-           "kalman_smoother"]
+           "kalman_sample", "kalman_smoother"]
 
 
 def _raise_if_failed(loglik, jitter):
@@ -149,6 +152,104 @@ def kalman_smoother(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
     result = smoother.smoother(model, mu0, Sigma0, y, jitter, steady_state)
     _raise_if_failed(result.loglik, jitter)
     return result
+
+
+def _check_key(key):
+    """Refuse anything but one JAX random key: a typed key of shape () (``jax.random.key``)
+    or a legacy uint32 key of shape (2,) (``jax.random.PRNGKey``)."""
+    dtype, shape = getattr(key, "dtype", None), np.shape(key)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape != ():
+            raise ValueError(f"key must be one random key (shape ()), got shape {shape}; "
+                             "for several keys, jax.vmap over them")
+        return
+    if dtype == np.uint32 and shape == (2,):
+        return
+    raise ValueError("key must be a JAX random key such as jax.random.key(0), got "
+                     f"{type(key).__name__} with dtype {dtype} and shape {shape}")
+
+
+def kalman_sample(key, model: LSSModel, mu0, Sigma0, y, *, num_samples: int = 1,
+                  jitter: float = 1e-8) -> jax.Array:
+    r"""Joint draws of the states x_0, ..., x_T given the data: a simulation smoother.
+
+    Draws from the Gaussian conditional of :math:`X = (x_0, \dots, x_T)` given
+    the observed entries of ``y`` (the model and timing of
+    :func:`kalman_filter`: :math:`x_0 \sim N(\mu_0, \Sigma_0)`,
+    :math:`x_{t+1} = A x_t + C w_{t+1}`, ``y[t]`` :math:`= G x_{t+1} + H v_{t+1}`),
+    by the method of Durbin and Koopman (2002): draw an unconditional path
+    :math:`X^+, Y^+` from the model, with the entries missing in ``y`` blanked
+    out of :math:`Y^+`, and return
+
+    .. math::
+
+        \tilde X = X^+ - E[X^+ \mid Y^+] + E[X \mid Y]
+        \sim N(E[X \mid Y], \operatorname{Cov}[X \mid Y]),
+
+    with both conditional means from :func:`kalman_smoother`'s recursion
+    (:mod:`lecture_utils.kalman.sample`). Each draw is a whole path: unlike
+    independent draws from the smoothed marginals ``N(mu_t, Sigma_t)``, it has
+    the right covariances across dates, which statements about a path (its
+    minimum, its sign over several quarters) need. The state shocks may be
+    fewer than the states (singular ``CC'``) and ``H`` may be zero. ``x_0``
+    is drawn as :math:`\mu_0 + U \Lambda_+^{1/2} z` from the
+    eigendecomposition :math:`\Sigma_0 = U \Lambda U^\top` (negative
+    rounding eigenvalues set to zero), which is exact for a singular
+    ``Sigma0``; its derivative is undefined where ``Sigma0`` has repeated
+    eigenvalues, so the draws are not meant to be differentiated with
+    respect to ``Sigma0``.
+
+    All ``num_samples`` draws are computed in one batched pass. Works under
+    ``jax.jit`` and ``jax.vmap``: over keys (``in_axes=(0, None, ...)``) and
+    over stacked models, priors or data (for example a model built from each
+    posterior draw of the parameters).
+
+    Args:
+        key: one JAX random key, ``jax.random.key(seed)`` (shape ()) or a
+            legacy ``jax.random.PRNGKey(seed)`` (shape (2,)). The same key
+            gives the same draws.
+        model: ``LSSModel`` with A (N, N), C (N, K), G (M, N), H (M, L).
+        mu0: (N,) prior mean of ``x_0``.
+        Sigma0: (N, N) prior covariance of ``x_0``, positive semi-definite.
+        y: (T, M) observations; ``y[t]`` observes ``x_{t+1}``; NaN marks an
+            entry that was not observed (single entries or whole rows).
+        num_samples: number of draws S, a positive int (static under ``jit``).
+        jitter: as in :func:`kalman_filter` (relative regularisation of each
+            ``S_t``; 0.0 for the exact conditional).
+
+    Returns:
+        (S, T + 1, N) draws; ``draws[s, t]`` is a draw of ``x_t``, row 0 is
+        ``x_0``. Where some ``S_t`` is not positive definite (or, under
+        ``jit``/``vmap``, ``Sigma0`` is not positive semi-definite) every
+        draw of that model is NaN; other members of a ``vmap`` are untouched.
+
+    Raises:
+        ValueError: on a ``key`` that is not one random key, a
+            ``num_samples`` that is not a positive int, and everything
+            :func:`kalman_filter` refuses (wrong shapes, non-finite model or
+            prior, a ``Sigma0`` that is not positive semi-definite, a bad
+            ``jitter``); and, eagerly, when some ``S_t`` is not positive
+            definite.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> model = LSSModel(jnp.eye(1) * 0.9, jnp.eye(1), jnp.eye(1), jnp.eye(1))
+        >>> y = jnp.array([[0.5], [jnp.nan], [-0.2]])
+        >>> draws = kalman_sample(jax.random.key(0), model, jnp.zeros(1), jnp.eye(1), y,
+        ...                       num_samples=4000)
+        >>> draws.shape
+        (4000, 4, 1)
+        >>> smoothed = kalman_smoother(model, jnp.zeros(1), jnp.eye(1), y).mu
+        >>> bool(jnp.all(jnp.abs(draws.mean(axis=0) - smoothed) < 0.05))
+        True
+    """
+    _check_key(key)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, Integral) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    model, mu0, Sigma0, y, jitter, _ = check_inputs(model, mu0, Sigma0, y, jitter)
+    draws, loglik = sample.sample(key, model, mu0, Sigma0, y, jitter, int(num_samples))
+    _raise_if_failed(loglik, jitter)
+    return draws
 
 
 def kalman_loglik_batch(models: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
