@@ -1,7 +1,9 @@
-"""The website: maths offline, the benchmarks appendix, one repository address, the Pages workflow.
+"""The website: maths offline, code that fits its column, the benchmarks appendix, one
+repository address, the Pages workflow.
 
 A small book is built once (module fixture) with the project's own _config.yml,
-_ext/ and benchmark results, and a page of maths plus a one-cell lecture.
+_ext/ and benchmark results, and a page of maths plus a two-cell lecture (one cell
+hidden behind a toggle).
 The browser tests skip when no Chromium is installed (apt-get install chromium).
 """
 
@@ -44,6 +46,7 @@ def load_tool(name):
 
 
 check_offline_math = load_tool("check-offline-math")
+check_code_width = load_tool("check-code-width")
 set_repository_url = load_tool("set-repository-url")
 sys.path.insert(0, str(ROOT / "_ext"))
 import benchmark_results  # noqa: E402
@@ -73,6 +76,12 @@ kernelspec: {display_name: Python 3, language: python, name: python3}
 
 ```{code-cell} ipython3
 1 + 1
+```
+
+```{code-cell} ipython3
+:tags: [hide-cell]
+
+print("hidden")
 ```
 """
 
@@ -217,6 +226,69 @@ def test_offline_check_skips_without_a_browser(monkeypatch, capsys):
     monkeypatch.setattr(check_offline_math, "find_browser", lambda: None)
     assert check_offline_math.main(["anything.html"]) == 0
     assert capsys.readouterr().out.startswith("SKIP check-offline-math: no Chromium")
+
+
+# --- code fits its column -------------------------------------------------------
+
+def code_blocks(page):
+    """The opening tag and first text of each code block (div.highlight pre) of ``page``,
+    in page order: the tiny lecture's input, its output "2", the hidden cell's input and
+    its output "hidden"."""
+    return list(re.finditer(r'<div class="highlight"><pre>(?:<span></span>)?', page.read_text()))
+
+
+def with_code_line(site, folder, block, line):
+    """A copy of the built site whose tiny lecture shows ``line`` first in code block
+    number ``block`` (1-based, see code_blocks)."""
+    copy = shutil.copytree(site, folder)
+    page = copy / "lectures" / "tiny.html"
+    opening = code_blocks(page)[block - 1]
+    text = page.read_text()
+    page.write_text(text[:opening.end()] + html.escape(line) + "\n" + text[opening.end():])
+    return page
+
+
+@needs_chromium
+def test_code_width_check_passes_on_the_built_site(site, capsys):
+    assert check_code_width.main([str(site)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"ok +\S+lectures/tiny\.html: 4 code blocks, 0 too wide", out), out
+    assert re.search(r"ok +\S+appendix/benchmarks\.html: \d+ code blocks, 0 too wide", out), out
+
+
+@needs_chromium
+@pytest.mark.parametrize("block, kind", [(1, "input"), (2, "output"), (3, "input")],
+                         ids=["input", "output", "hidden-cell input"])
+def test_code_width_check_fails_on_one_line_too_long(site, tmp_path, capsys, block, kind):
+    """A line one character longer than the column fails, naming page, block and line;
+    a line exactly as long as the column passes (the check measures, it does not guess)."""
+    browser = check_code_width.find_browser()
+    page = site / "lectures" / "tiny.html"
+    assert len(code_blocks(page)) == 4
+    measured = check_code_width.measure(browser, page, 120, (1280, 900))["blocks"]
+    assert [b["kind"] for b in measured] == ["input", "output", "input", "output"]
+    columns = measured[block - 1]["columns"]
+    assert 60 <= columns <= 100, columns  # a code column, not a collapsed or page-wide box
+
+    def line(n):
+        return "total = '" + "x" * (n - 10) + "'"
+
+    fits = with_code_line(site, tmp_path / "fits", block, line(columns))
+    assert check_code_width.check_page(browser, fits, 120) == []
+    too_long = with_code_line(site, tmp_path / "long", block, line(columns + 1))
+    capsys.readouterr()
+    assert check_code_width.main([str(too_long.parent.parent)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL {too_long}: block {block} ({kind};" in out, out
+    assert f"line 1 ({columns + 1} chars): {line(columns + 1)}" in out, out
+    assert "1 code line(s) wider than their column" in out
+    assert ("in a toggle (hidden cell)" in out) == (block == 3)
+
+
+def test_code_width_check_skips_without_a_browser(monkeypatch, capsys):
+    monkeypatch.setattr(check_code_width, "find_browser", lambda: None)
+    assert check_code_width.main(["anything.html"]) == 0
+    assert capsys.readouterr().out.startswith("SKIP check-code-width: no Chromium")
 
 
 # --- benchmarks appendix ----------------------------------------------------------
