@@ -193,9 +193,10 @@ def kalman_sample(key, model: LSSModel, mu0, Sigma0, y, *, num_samples: int = 1,
     minimum, its sign over several quarters) need. The state shocks may be
     fewer than the states (singular ``CC'``) and ``H`` may be zero. ``x_0``
     is drawn as :math:`\mu_0 + U \Lambda_+^{1/2} z` from the
-    eigendecomposition :math:`\Sigma_0 = U \Lambda U^\top` (negative
-    rounding eigenvalues set to zero), which is exact for a singular
-    ``Sigma0``; its derivative is undefined where ``Sigma0`` has repeated
+    eigendecomposition :math:`\Sigma_0 = U \Lambda U^\top` (eigenvalues at
+    rounding level, below N machine epsilons of the largest, set to zero),
+    which is exact for a singular ``Sigma0`` and keeps ``x_0`` in its range;
+    its derivative is undefined where ``Sigma0`` has repeated
     eigenvalues, so the draws are not meant to be differentiated with
     respect to ``Sigma0``.
 

@@ -38,15 +38,20 @@ def prior_root(Sigma0):
     r"""A factor ``F`` (N, N) with ``F F' = Sigma0`` for a positive semi-definite ``Sigma0``.
 
     From the eigendecomposition :math:`\Sigma_0 = U \Lambda U^\top`,
-    :math:`F = U \Lambda_+^{1/2}` with negative eigenvalues (rounding) set to
-    zero: exact for a singular ``Sigma0``, where a Cholesky factor does not
-    exist. Returns ``(F, ok)``, ``ok`` False where the smallest eigenvalue is
-    below ``-PSD_RTOL`` times the largest entry (the validator's test, which
-    traced inputs skip).
+    :math:`F = U \Lambda_+^{1/2}`, where :math:`\Lambda_+` sets to zero the
+    eigenvalues at rounding level (below N machine epsilons of the largest,
+    negative ones included): exact for a singular ``Sigma0``, where a Cholesky
+    factor does not exist, and the draws stay in its range (the square root
+    of a rounding eigenvalue of 1e-16 would add noise of relative size 1e-8
+    outside it). Returns ``(F, ok)``, ``ok`` False where the smallest
+    eigenvalue is below ``-PSD_RTOL`` times the largest entry (the
+    validator's test, which traced inputs skip).
     """
     lam, U = jnp.linalg.eigh(Sigma0)
     ok = lam[0] >= -PSD_RTOL * jnp.max(jnp.abs(Sigma0))
-    return U * jnp.sqrt(jnp.maximum(lam, 0.0)), ok
+    rounding = lam.shape[0] * jnp.finfo(lam.dtype).eps * jnp.max(jnp.abs(lam))
+    keep = lam > rounding
+    return U * jnp.where(keep, jnp.sqrt(jnp.where(keep, lam, 1.0)), 0.0), ok
 
 
 def _simulate(model, x0, w, v):
@@ -72,18 +77,20 @@ def sample(key, model, mu0, Sigma0, y, jitter, num_samples):
     (T, _), (N, K), L = y.shape, model.C.shape, model.H.shape[1]
     Sigma0 = sl.symmetrize(Sigma0)
     root, prior_ok = prior_root(Sigma0)
-    k0, kw, kv = jax.random.split(key, 3)
-    x0 = mu0 + jax.random.normal(k0, (num_samples, N)) @ root.T
-    w = jax.random.normal(kw, (num_samples, T, K))
-    v = jax.random.normal(kv, (num_samples, T, L))
+    # One call to the generator for all the standard normals of all the draws.
+    z = jax.random.normal(key, (num_samples, N + T * (K + L)))
+    x0 = mu0 + z[:, :N] @ root.T
+    w = z[:, N:N + T * K].reshape(num_samples, T, K)
+    v = z[:, N + T * K:].reshape(num_samples, T, L)
     x_plus, y_plus = jax.vmap(_simulate, in_axes=(None, 0, 0, 0))(model, x0, w, v)
     y_plus = jnp.where(jnp.isnan(y), jnp.nan, y_plus)  # the data's pattern of missing entries
 
-    def smoothed_mean(y):
-        # steady_state=False: under vmap its switch would run both branches.
-        return smoother(model, mu0, Sigma0, y, jitter, steady_state=False)
-
-    data = smoothed_mean(y)
-    draws = data.mu + x_plus - jax.vmap(smoothed_mean)(y_plus).mu
-    ok = prior_ok & jnp.isfinite(data.loglik)
-    return jnp.where(ok, draws, jnp.nan), data.loglik
+    # One smoother for the data and the S simulated series together: row 0 is y's. The
+    # covariance recursion does not depend on the data, so vmap runs it once for all rows.
+    # steady_state=False: under vmap its switch would run both branches.
+    smoothed = jax.vmap(lambda y: smoother(model, mu0, Sigma0, y, jitter, steady_state=False))(
+        jnp.concatenate([y[None], y_plus]))
+    draws = smoothed.mu[0] + x_plus - smoothed.mu[1:]
+    loglik = smoothed.loglik[0]
+    ok = prior_ok & jnp.isfinite(loglik)
+    return jnp.where(ok, draws, jnp.nan), loglik
