@@ -75,6 +75,10 @@ CR_TOL = 1e-15
 MAX_CR_STEPS = 64
 #: Newton steps after cyclic reduction (each is kept only if it lowers the residual).
 NEWTON_STEPS = 2
+#: Where cond(B) exceeds SHIFT_COND, cyclic reduction runs on the model in
+#: mu = (lambda - SHIFT) / (1 - SHIFT lambda) instead (see _mobius).
+SHIFT_COND = 1e10
+SHIFT = 0.3
 #: A solution counts as one (``ok``) only if its relative residual is below this.
 OK_RESIDUAL = 1e-9
 
@@ -177,18 +181,35 @@ def _newton_refine(A, B, C, P):
     return lax.fori_loop(0, NEWTON_STEPS, step, P)
 
 
+def _mobius(A, B, C, a):
+    r"""Coefficients of the same model in :math:`\mu`, :math:`\lambda = (\mu + a)/(1 + a\mu)`.
+
+    For real :math:`|a| < 1` the map sends the unit disc onto itself, so stable
+    roots stay stable; multiplying :math:`A\lambda^2 + B\lambda + C` by
+    :math:`(1 + a\mu)^2` gives the coefficients below, whose stable solvent X
+    gives :math:`P = (X + aI)(I + aX)^{-1}`. Cyclic reduction divides by B
+    first: a singular B (a variable absent from every equation at date t) is
+    replaced by :math:`2a(A + C) + (1 + a^2)B`. With a = 0 nothing changes.
+    """
+    return (A + a * B + a**2 * C, 2 * a * (A + C) + (1 + a**2) * B, a**2 * A + a * B + C)
+
+
 @jax.jit
 def _solve_core(A, B, C):
     """(P or zeros, SolverInfo), no derivatives (the caller stops them)."""
-    P, steps = _cyclic_reduction(A, B, C)
+    n = A.shape[0]
+    a = jnp.where(jnp.linalg.cond(B) < SHIFT_COND, 0.0, SHIFT)
+    X, steps = _cyclic_reduction(*_mobius(A, B, C, a))
+    eye = jnp.eye(n, dtype=A.dtype)
+    P = jnp.linalg.solve((eye + a * X).T, (X + a * eye).T).T
     finite = jnp.all(jnp.isfinite(P))
     P = _newton_refine(A, B, C, jnp.where(finite, P, 0.0))
-    M = A @ P + B
-    finite_M = jnp.all(jnp.isfinite(M)) & (jnp.linalg.cond(M) < 1e14)
-    F = -jnp.linalg.solve(jnp.where(finite_M, M, jnp.eye(M.shape[0])), A)
+    F = -jnp.linalg.solve(A @ P + B, A)
+    finite = finite & jnp.all(jnp.isfinite(F))
     residual = _relative_residual(A, B, C, P)
-    rho_P, rho_F = _spectral_radius(P), _spectral_radius(F)
-    ok = finite & finite_M & (rho_P < 1.0) & (rho_F < 1.0) & (residual < OK_RESIDUAL)
+    rho_P = _spectral_radius(P)
+    rho_F = jnp.where(finite, _spectral_radius(jnp.where(finite, F, 0.0)), jnp.inf)
+    ok = finite & (rho_P < 1.0) & (rho_F < 1.0) & (residual < OK_RESIDUAL)
     return jnp.where(ok, P, 0.0), SolverInfo(steps, residual, rho_P, rho_F, ok)
 
 
