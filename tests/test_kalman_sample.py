@@ -22,7 +22,7 @@ import pytest
 from helpers import random_lss, simulate_data, stack_models, with_missing
 
 from lecture_utils import trend_cycle as tc
-from lecture_utils.kalman import kalman_sample, kalman_smoother
+from lecture_utils.kalman import kalman_sample
 from lecture_utils.kalman.reference import _condition, _observed, dense_smoother, joint_gaussian
 from lecture_utils.lss import LSSModel
 
@@ -129,7 +129,7 @@ def test_trend_cycle_draws_reproduce_each_observation_exactly(draws_and_referenc
 def test_singular_prior_draws_stay_in_its_range(draws_and_reference):
     """Sigma0 = u u': every draw of x_0 - mu0 is a multiple of u."""
     draws, _, _ = draws_and_reference["singular_prior"]
-    model, mu0, Sigma0, _ = problem("singular_prior")
+    _, mu0, Sigma0, _ = problem("singular_prior")
     u = np.linalg.eigh(Sigma0)[1][:, -1]
     d = draws[:, 0] - mu0
     np.testing.assert_allclose(d - np.outer(d @ u, u), 0.0, atol=1e-12 * np.abs(d).max())
@@ -140,7 +140,7 @@ def test_singular_prior_draws_stay_in_its_range(draws_and_reference):
 def test_the_check_rejects_wrong_samplers(wrong, draws_and_reference):
     """The check of the moment test, applied to NumPy samplers built from the dense
     answer: an exact one passes; a wrong one fails."""
-    _, (mean, cov), y = draws_and_reference["missing"]
+    _, (mean, cov), _ = draws_and_reference["missing"]
     N, D = 3, mean.size
     rng = np.random.default_rng(7)
     if wrong == "independent_over_time":  # the smoothed marginals N(mu_t, Sigma_t), each t alone
@@ -162,7 +162,7 @@ def test_the_check_rejects_wrong_samplers(wrong, draws_and_reference):
 # ----- shapes, keys, jit, vmap ------------------------------------------------------------
 
 
-NS = 4  # draws per call below: one compiled program serves every eager call on `small`
+NS = 1  # draws per call below (the default): one compiled program serves them all
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,6 @@ def test_shapes_default_and_no_data(small):
     model, mu0, Sigma0, y = small
     key = jax.random.key(0)
     assert kalman_sample(key, model, mu0, Sigma0, y).shape == (1, 6, 3)
-    assert kalman_sample(key, model, mu0, Sigma0, y, num_samples=NS).shape == (NS, 6, 3)
     # T = 0: x_0 from its prior
     x0 = kalman_sample(key, model, mu0, Sigma0, y[:0], num_samples=S)
     assert x0.shape == (S, 1, 3)
@@ -185,32 +184,28 @@ def test_shapes_default_and_no_data(small):
 
 def test_a_key_fixes_the_draws_and_other_keys_change_them(small):
     key = jax.random.key(1)
-    a = kalman_sample(key, *small, num_samples=NS)
-    np.testing.assert_array_equal(a, kalman_sample(key, *small, num_samples=NS))
-    b = kalman_sample(jax.random.key(2), *small, num_samples=NS)
+    a = kalman_sample(key, *small)
+    np.testing.assert_array_equal(a, kalman_sample(key, *small))
+    b = kalman_sample(jax.random.key(2), *small)
     assert np.all(np.asarray(a) != np.asarray(b))  # every entry moves
-    legacy = kalman_sample(jax.random.PRNGKey(1), *small, num_samples=NS)  # accepted too
-    assert legacy.shape == a.shape and np.all(np.isfinite(legacy))
-
-
-def test_jit_equals_eager(small):
-    key = jax.random.key(3)
-    f = jax.jit(lambda k, m, y: kalman_sample(k, m, small[1], small[2], y, num_samples=NS))
-    np.testing.assert_allclose(f(key, small[0], small[3]),
-                               kalman_sample(key, *small, num_samples=NS), rtol=1e-12, atol=1e-12)
+    # A legacy key gives the draws of the typed key with the same bits.
+    legacy = jax.random.PRNGKey(1)
+    np.testing.assert_array_equal(kalman_sample(legacy, *small),
+                                  kalman_sample(jax.random.wrap_key_data(legacy), *small))
 
 
 def test_vmap_over_keys_equals_one_call_per_key(small):
     keys = jax.random.split(jax.random.key(4), 3)
-    got = jax.vmap(lambda k: kalman_sample(k, *small, num_samples=NS))(keys)
+    got = jax.vmap(lambda k: kalman_sample(k, *small))(keys)
     assert got.shape == (3, NS, 6, 3)
     for i in range(3):
-        np.testing.assert_allclose(got[i], kalman_sample(keys[i], *small, num_samples=NS),
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got[i], kalman_sample(keys[i], *small), rtol=1e-12,
+                                   atol=1e-12)
 
 
-def test_vmap_over_trend_cycle_parameter_draws_equals_one_call_per_model():
-    """As the lecture uses it: one model (and prior) per posterior draw of the parameters."""
+def test_jit_of_vmap_over_trend_cycle_parameter_draws_equals_one_call_per_model():
+    """As the lecture uses it: a stacked batch of models (and priors), one per posterior
+    draw of the parameters, under jit."""
     _, _, _, y = trend_cycle_problem(T=20)
     params = tc.TrendCycleParams(*(jnp.array(v) for v in
                                    ([0.5, 0.7, 0.6], [0.02, 0.1, 0.05], [0.8, 0.5, 0.7],
@@ -224,50 +219,33 @@ def test_vmap_over_trend_cycle_parameter_draws_equals_one_call_per_model():
     got = jax.jit(jax.vmap(draw))(params)
     assert got.shape == (3, 4, 21, 4)
     for b in range(3):
-        np.testing.assert_allclose(got[b], draw(jax.tree.map(lambda a: a[b], params)),
-                                   rtol=1e-10, atol=1e-9)
-
-
-def test_vmap_over_a_stacked_batch_of_models(small):
-    _, mu0, Sigma0, y = small
-    rng = np.random.default_rng(6)
-    models = [random_lss(rng, N=3, K=2, M=2, L=2) for _ in range(3)]
-    key = jax.random.key(7)
-    got = jax.vmap(lambda m: kalman_sample(key, m, mu0, Sigma0, y, num_samples=NS))(
-        stack_models(models))
-    for b, m in enumerate(models):
-        np.testing.assert_allclose(got[b], kalman_sample(key, m, mu0, Sigma0, y, num_samples=NS),
-                                   rtol=1e-10, atol=1e-12)
+        one = tc.TrendCycleParams(*(a[b] for a in params))
+        np.testing.assert_allclose(got[b], draw(one), rtol=1e-10, atol=1e-9)
 
 
 # ----- failures and refusals -------------------------------------------------------------
 
 SCALAR = LSSModel(np.array([[0.9]]), np.array([[1.0]]), np.array([[1.0]]), np.array([[0.5]]))
+# No shocks, no measurement error: with a known x_0, S_t = 0 at every t.
+DEAD = LSSModel(np.array([[0.9]]), np.zeros((1, 1)), np.array([[1.0]]), np.zeros((1, 1)))
 Y6 = np.random.default_rng(8).normal(size=(6, 1))
 
 
-def test_a_singular_innovation_covariance_raises_eagerly_and_gives_nan_under_jit():
-    # No shocks, no measurement error, a known x_0: S_t = 0 at every t.
-    dead = LSSModel(np.array([[0.9]]), np.zeros((1, 1)), np.array([[1.0]]), np.zeros((1, 1)))
+def test_failures_raise_eagerly_and_give_nan_for_that_member_only_under_jit_and_vmap():
     key = jax.random.key(9)
     with pytest.raises(ValueError, match="not positive definite"):
-        kalman_sample(key, dead, np.zeros(1), np.zeros((1, 1)), Y6, num_samples=2)
-    got = jax.jit(lambda S0: kalman_sample(key, dead, np.zeros(1), S0, Y6, num_samples=2))(
-        np.zeros((1, 1)))
-    assert np.all(np.isnan(got))
-
-
-def test_an_indefinite_prior_under_vmap_gives_nan_for_that_member_only():
-    key = jax.random.key(10)
-    priors = jnp.array([[[1.0]], [[-100.0]], [[2.0]]])  # refused eagerly, reachable under vmap
-    got = jax.vmap(lambda S0: kalman_sample(key, SCALAR, np.zeros(1), S0, Y6, num_samples=2))(
-        priors)
-    assert np.all(np.isnan(got[1]))
-    for b in (0, 2):
-        np.testing.assert_allclose(got[b], kalman_sample(key, SCALAR, np.zeros(1), priors[b], Y6,
-                                                         num_samples=2), rtol=1e-12)
+        kalman_sample(key, DEAD, np.zeros(1), np.zeros((1, 1)), Y6)
     with pytest.raises(ValueError, match="Sigma0"):
-        kalman_sample(key, SCALAR, np.zeros(1), priors[1], Y6)
+        kalman_sample(key, SCALAR, np.zeros(1), -np.eye(1), Y6)
+    # Reachable under jit/vmap only: an indefinite prior (member 1), S_t = 0 (member 2).
+    models = stack_models([SCALAR, SCALAR, DEAD, SCALAR])
+    priors = jnp.array([[[1.0]], [[-100.0]], [[0.0]], [[2.0]]])
+    got = jax.jit(jax.vmap(lambda m, S0: kalman_sample(key, m, np.zeros(1), S0, Y6)))(models,
+                                                                                       priors)
+    assert np.all(np.isnan(got[1:3]))
+    for b in (0, 3):
+        np.testing.assert_allclose(got[b], kalman_sample(key, SCALAR, np.zeros(1), priors[b], Y6),
+                                   rtol=1e-12)
 
 
 @pytest.mark.parametrize("key", [0, np.zeros(2), jax.random.split(jax.random.key(0), 2),

@@ -155,16 +155,17 @@ def kalman_smoother(model: LSSModel, mu0, Sigma0, y, *, jitter: float = 1e-8,
 
 
 def _check_key(key):
-    """Refuse anything but one JAX random key: a typed key of shape () (``jax.random.key``)
-    or a legacy uint32 key of shape (2,) (``jax.random.PRNGKey``)."""
+    """One JAX random key as a typed key: a typed key of shape () (``jax.random.key``)
+    passes, a legacy uint32 key of shape (2,) (``jax.random.PRNGKey``) is wrapped (the
+    same draws), anything else is refused."""
     dtype, shape = getattr(key, "dtype", None), np.shape(key)
     if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         if shape != ():
             raise ValueError(f"key must be one random key (shape ()), got shape {shape}; "
                              "for several keys, jax.vmap over them")
-        return
+        return key
     if dtype == np.uint32 and shape == (2,):
-        return
+        return jax.random.wrap_key_data(key)
     raise ValueError("key must be a JAX random key such as jax.random.key(0), got "
                      f"{type(key).__name__} with dtype {dtype} and shape {shape}")
 
@@ -244,7 +245,7 @@ def kalman_sample(key, model: LSSModel, mu0, Sigma0, y, *, num_samples: int = 1,
         >>> bool(jnp.all(jnp.abs(draws.mean(axis=0) - smoothed) < 0.05))
         True
     """
-    _check_key(key)
+    key = _check_key(key)
     if isinstance(num_samples, bool) or not isinstance(num_samples, Integral) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
     model, mu0, Sigma0, y, jitter, _ = check_inputs(model, mu0, Sigma0, y, jitter)
