@@ -217,22 +217,27 @@ def _solve_core(A, B, C):
 
 
 @jax.custom_jvp
-def _implicit_solvent(A, B, C, P, ok):
-    """Return P (computed elsewhere, at this A, B, C) with its implicit derivative."""
-    del A, B, C, ok
-    return P
+def _stable_solvent(A, B, C):
+    """(P (N, N), ok as 1.0 or 0.0): the solvent, zeros where not ok."""
+    P, info = _solve_core(A, B, C)
+    return P, info.ok.astype(P.dtype)
 
 
-@_implicit_solvent.defjvp
-def _implicit_solvent_jvp(primals, tangents):
-    A, B, C, P, ok = primals
-    dA, dB, dC, _, _ = tangents
+@_stable_solvent.defjvp
+def _stable_solvent_jvp(primals, tangents):
+    """dP solves M dP + A dP P = -(dA P^2 + dB P + dC): linear in the tangents, so JAX
+    transposes it for reverse mode; the primal P comes from _stable_solvent itself,
+    so differentiating this rule again gives correct second derivatives."""
+    A, B, C = primals
+    dA, dB, dC = tangents
+    P, ok_float = _stable_solvent(A, B, C)
+    ok = ok_float > 0.5
     n = P.shape[0]
     R = dA @ P @ P + dB @ P + dC
     K = _sylvester_operator(A, A @ P + B, P)
     K = jnp.where(ok, K, jnp.eye(n * n, dtype=K.dtype))  # finite, invertible when not ok
     dP = -jnp.linalg.solve(K, R.reshape(-1)).reshape(n, n)
-    return P, jnp.where(ok, dP, 0.0)
+    return (P, ok_float), (jnp.where(ok, dP, 0.0), jnp.zeros_like(ok_float))
 
 
 # ----- the public functions -------------------------------------------------------------
@@ -296,11 +301,9 @@ def solve_linear_re(A, B, C, D) -> LinearRESolution:
 
 @jax.jit
 def _solve(A, B, C, D):
-    P0, info = _solve_core(*(lax.stop_gradient(m) for m in (A, B, C)))
-    ok = info.ok
-    P = _implicit_solvent(A, B, C, P0, ok)
-    M = A @ P + B
-    M = jnp.where(ok, M, jnp.eye(M.shape[0], dtype=M.dtype))
+    P, ok_float = _stable_solvent(A, B, C)
+    ok = ok_float > 0.5
+    M = jnp.where(ok, A @ P + B, jnp.eye(A.shape[0], dtype=A.dtype))
     Q = jnp.where(ok, -jnp.linalg.solve(M, D), 0.0)
     return P, Q, ok
 

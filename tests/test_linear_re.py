@@ -14,7 +14,13 @@ import pytest
 import scipy.linalg
 from jax.test_util import check_grads
 
-from lecture_utils.gradcheck import assert_trees_close_normwise, central_difference, check_vjp
+from lecture_utils.gradcheck import (
+    assert_trees_close_normwise,
+    central_difference,
+    check_vjp,
+    random_like,
+    tree_dot,
+)
 from lecture_utils.linear_re import (
     discrete_lyapunov,
     solve_by_iteration,
@@ -171,20 +177,27 @@ def solution_of(A, B, C, D):
 
 
 @pytest.mark.parametrize("case", ["well separated", "singular A"])
-def test_jvp_every_entry_against_central_differences(rng, case):
+def test_jvp_and_grad_every_entry_against_central_differences(rng, case):
+    """Forward mode along every entry of A, B, C, D; reverse mode (jacrev, one VJP per
+    output entry) against the same central differences."""
     stable, unstable, n_static = CASES[case]
-    A, B, C, D, _ = known_system(rng, stable[:3] if n_static == 0 else stable,
-                                 unstable[:3] if n_static == 0 else unstable, n_static)
+    if n_static == 0:
+        stable, unstable = stable[:3], unstable[:3]
+    A, B, C, D, _ = known_system(rng, stable, unstable, n_static)
     primals = tuple(jnp.asarray(m) for m in (A, B, C, D))
     jvp = jax.jit(lambda t: jax.jvp(solution_of, primals, t)[1])
     fd = jax.jit(lambda t: central_difference(solution_of, primals, t))
+    jac = jax.jit(jax.jacrev(solution_of, argnums=(0, 1, 2, 3)))(*primals)
     for which, M in enumerate(primals):
         for idx in np.ndindex(M.shape):
             tangents = tuple(jnp.zeros_like(m) for m in primals)
             tangents = (*tangents[:which], jnp.zeros_like(M).at[idx].set(1.0),
                         *tangents[which + 1:])
-            assert_trees_close_normwise(jvp(tangents), fd(tangents), FD_RTOL,
-                                        err_msg=f"{'ABCD'[which]}{idx}")
+            expected = fd(tangents)
+            name = f"{'ABCD'[which]}{idx}"
+            assert_trees_close_normwise(jvp(tangents), expected, FD_RTOL, err_msg=name)
+            reverse = tuple(jac[out][which][(..., *idx)] for out in range(2))
+            assert_trees_close_normwise(reverse, expected, FD_RTOL, err_msg=name)
 
 
 def test_grad_dot_product_and_check_grads(rng, key):
@@ -193,6 +206,22 @@ def test_grad_dot_product_and_check_grads(rng, key):
     for k in jax.random.split(key, 3):
         check_vjp(solution_of, primals, key=k, rtol=FD_RTOL)
     check_grads(solution_of, primals, order=1, modes=("fwd", "rev"))
+
+
+def test_second_derivatives_against_central_differences_of_the_gradient(rng, key):
+    """The Hessian (standard errors of the mode) differentiates the custom rule itself."""
+    A, B, C, D, _ = known_system(rng, [0.9, 0.5, -0.2], [1.5, -2.0], 1)
+    primals = tuple(jnp.asarray(m) for m in (A, B, C, D))
+    weights = random_like(key, solution_of(*primals))
+
+    def scalar(*args):
+        return tree_dot(weights, solution_of(*args))
+
+    grad = jax.grad(scalar, argnums=(0, 1, 2, 3))
+    for k in jax.random.split(jax.random.fold_in(key, 1), 3):
+        t = random_like(k, primals)
+        hvp = jax.jvp(lambda *a: grad(*a), primals, t)[1]
+        assert_trees_close_normwise(hvp, central_difference(grad, primals, t), FD_RTOL)
 
 
 # ----- failures under transformations -------------------------------------------------------------
