@@ -277,7 +277,7 @@ def test_code_width_check_fails_on_one_line_too_long(site, tmp_path, capsys, blo
     assert check_code_width.check_page(browser, fits, 120) == []
     too_long = with_code_line(site, tmp_path / "long", block, line(columns + 1))
     capsys.readouterr()
-    assert check_code_width.main([str(too_long.parent.parent)]) == 1
+    assert check_code_width.main([str(too_long)]) == 1
     out = capsys.readouterr().out
     assert f"FAIL {too_long}: block {block} ({kind};" in out, out
     assert f"line 1 ({columns + 1} chars): {line(columns + 1)}" in out, out
