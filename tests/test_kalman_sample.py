@@ -70,18 +70,19 @@ def trend_cycle_problem(T=12, seed=3):
 def problem(kind):
     if kind == "trend_cycle":
         return trend_cycle_problem()
+    # Both with one state shock for three states (rank-one CC'), and the same shapes, so
+    # that one compiled program serves both.
     rng = np.random.default_rng(["missing", "singular_prior"].index(kind))
-    if kind == "missing":  # K = 2 < N = 3; single missing entries and a whole missing row
-        model, T = random_lss(rng, N=3, K=2, M=2, L=2), 10
+    model = random_lss(rng, N=3, K=1, M=2, L=2)
+    if kind == "missing":  # single missing entries and a whole missing row
         X = rng.normal(size=(3, 3))
         mu0, Sigma0 = rng.normal(size=3), X @ X.T / 3 + 0.2 * np.eye(3)
-        y = with_missing(rng, simulate_data(rng, model, T, mu0, Sigma0), 0.2, nan_rows=[4],
+        y = with_missing(rng, simulate_data(rng, model, 10, mu0, Sigma0), 0.2, nan_rows=[4],
                          nan_col_rows=[7])
-    else:  # a rank-one Sigma0 (its eigh has rounding-negative eigenvalues) and K = 1 < N = 3
-        model, T = random_lss(rng, N=3, K=1, M=2, L=2), 8
+    else:  # a rank-one Sigma0 (two of its eigenvalues are rounding errors)
         u = rng.normal(size=3)
         mu0, Sigma0 = rng.normal(size=3), np.outer(u, u)
-        y = simulate_data(rng, model, T, mu0, Sigma0)
+        y = simulate_data(rng, model, 10, mu0, Sigma0)
     return model, mu0, Sigma0, y
 
 
