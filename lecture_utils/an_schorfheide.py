@@ -61,7 +61,7 @@ __all__ = [
     "PARAM_NAMES", "STATE_NAMES", "SHOCK_NAMES", "OBS_NAMES", "PRIORS", "SAMPLE",
     "ASParams", "structural_matrices", "solve", "state_space", "loglik",
     "impulse_responses", "variance_decomposition",
-    "constrain", "unconstrain", "log_abs_det_jacobian", "log_prior",
+    "constrain", "unconstrain", "log_abs_det_jacobian", "prior_logpdf", "log_prior",
     "sample_prior", "log_posterior", "load_data",
 ]
 
@@ -190,14 +190,16 @@ def state_space(p: ASParams):
     return model, jnp.zeros(6), Sigma0, const, ok
 
 
-def loglik(p: ASParams, y):
+def loglik(p: ASParams, y, *, jitter: float = 1e-8):
     """Gaussian log-likelihood of the observables ``y`` (T, 3) in percent.
 
+    ``y`` minus the model's constant goes through
+    :func:`lecture_utils.kalman.kalman_loglik` (``jitter`` as there).
     ``-inf`` (with a finite gradient) where the model is indeterminate or
     explosive, under ``jit``/``grad``/``vmap``.
     """
     model, mu0, Sigma0, const, ok = state_space(p)
-    ll = kalman_loglik(model, mu0, Sigma0, y - const)
+    ll = kalman_loglik(model, mu0, Sigma0, y - const, jitter=jitter)
     return jnp.where(ok, ll, -jnp.inf)
 
 
@@ -263,7 +265,9 @@ _LOG = ("tau", "psi1", "psi2", "rA", "pi_star", "sigma_r", "sigma_g", "sigma_z")
 _LOGIT = ("kappa", "rho_r", "rho_g", "rho_z")
 
 
-def _log_density(family, a, b, x):
+def prior_logpdf(name: str, x):
+    """Log prior density of parameter ``name`` at ``x`` (any shape), from :data:`PRIORS`."""
+    family, a, b = PRIORS[name]
     if family == "gamma":
         shape, scale = (a / b) ** 2, b**2 / a
         return ((shape - 1) * jnp.log(x) - x / scale - shape * jnp.log(scale)
@@ -284,7 +288,7 @@ def log_prior(p: ASParams):
     is ``-inf`` outside it, so the posterior is (Herbst and Schorfheide
     truncate the prior itself, which changes only its normalising constant).
     """
-    return sum(_log_density(*PRIORS[name], getattr(p, name)) for name in PARAM_NAMES)
+    return sum(prior_logpdf(name, getattr(p, name)) for name in PARAM_NAMES)
 
 
 def sample_prior(key, shape=()) -> ASParams:
