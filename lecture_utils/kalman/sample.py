@@ -15,7 +15,9 @@ from it without forming that covariance:
 
 :math:`X^+ - E[X^+ \mid Y^+]` is independent of :math:`Y^+` with covariance
 :math:`\operatorname{Cov}[X \mid Y]` (a property of Gaussian conditioning), so
-:math:`\tilde X \sim N(E[X \mid Y], \operatorname{Cov}[X \mid Y])` exactly. Only
+:math:`\tilde X \sim N(E[X \mid Y], \operatorname{Cov}[X \mid Y])`, exactly for
+``jitter = 0`` (a relative jitter moves both conditionings, and so the moments
+of the draws, by about its own relative size). Only
 smoothed *means* are needed, from the smoother of :mod:`.smoother`, which
 never inverts a predicted covariance: singular state noise (fewer shocks than
 states, an AR(2) companion state) and exactly observed states are fine.
