@@ -75,6 +75,17 @@ def random_determinate(rng, n, k=2):
             return A, B, C, rng.normal(size=(n, k))
 
 
+def condition_number(A, B, C, P):
+    """Relative condition number of P as a function of (A, B, C): ||K^{-1}|| times the
+    residual's scale over ||P||, K the Sylvester operator of the tangent equation.
+    A backward-stable solver's relative error is at most about this times eps."""
+    n = P.shape[0]
+    K = np.kron(A @ P + B, np.eye(n)) + np.kron(A, P.T)
+    nP = np.linalg.norm(P)
+    scale = np.linalg.norm(A) * nP**2 + np.linalg.norm(B) * nP + np.linalg.norm(C)
+    return np.linalg.norm(np.linalg.inv(K), 2) * scale / nP
+
+
 def relative_residual(A, B, C, P):
     nP = np.linalg.norm(P)
     scale = np.linalg.norm(A) * nP**2 + np.linalg.norm(B) * nP + np.linalg.norm(C)
@@ -95,9 +106,12 @@ def test_known_solvent(rng, case):
     A, B, C, D, P_true = known_system(rng, stable, unstable, n_static)
     sol = solve_linear_re(A, B, C, D)
     assert bool(sol.ok)
-    assert_trees_close_normwise(sol.P, P_true, REFERENCE_RTOL)
+    # forming B and C from P_true rounds them: near the unit circle (condition number
+    # ~1e6) that alone moves the exact solvent by more than 1e-10
+    rtol = max(REFERENCE_RTOL, 10 * condition_number(A, B, C, P_true) * np.finfo(float).eps)
+    assert_trees_close_normwise(sol.P, P_true, rtol)
     Q_true = -np.linalg.solve(A @ P_true + B, D)
-    assert_trees_close_normwise(sol.Q, Q_true, REFERENCE_RTOL)
+    assert_trees_close_normwise(sol.Q, Q_true, rtol)
     assert relative_residual(A, B, C, np.asarray(sol.P)) < RESIDUAL_TOL
     np.testing.assert_allclose(np.sort(np.abs(np.linalg.eigvals(sol.P))),
                                np.sort(np.abs(stable)), atol=1e-8)
@@ -105,10 +119,10 @@ def test_known_solvent(rng, case):
 
 def test_against_qz_reference_on_random_systems(rng):
     worst_ref, worst_res = 0.0, 0.0
-    for _ in range(40):
-        n = int(rng.integers(2, 8))
+    for i in range(40):
+        n = 3 if i % 2 else 6  # two sizes: two compilations
         A, B, C, D = random_determinate(rng, n)
-        if rng.uniform() < 0.5:  # a static equation: a zero row of A
+        if i % 4 < 2:  # a static equation: a zero row of A
             A[rng.integers(n)] = 0.0
             if count_roots(A, B, C).verdict != "determinate":
                 continue
@@ -250,23 +264,27 @@ def test_finite_gradient_where_indeterminate(rng):
 
 
 def test_vmap_batch_with_a_failing_member(rng):
+    """Replacing member 2 by an indeterminate system changes member 2 only, bit for bit."""
     systems = [known_system(rng, [0.5, 0.2, -0.4], [2.0, 3.0, -1.5]) for _ in range(4)]
-    systems[2] = known_system(rng, [0.5, 0.2, -0.4], [0.6, 2.0, 3.0])  # indeterminate
     A, B, C, D = (np.stack(m) for m in list(zip(*systems))[:4])
-    batch = jax.jit(jax.vmap(solve_linear_re))(A, B, C, D)
-    assert np.asarray(batch.ok).tolist() == [True, True, False, True]
+    bad = known_system(rng, [0.5, 0.2, -0.4], [0.6, 2.0, 3.0])  # indeterminate
+    A_bad, B_bad, C_bad, D_bad = (m.copy() for m in (A, B, C, D))
+    for stacked, member in zip((A_bad, B_bad, C_bad, D_bad), bad):
+        stacked[2] = member
     y = jnp.asarray(rng.normal(size=3))
-    grad = jax.jit(jax.vmap(jax.grad(gaussian_loglik, argnums=1), in_axes=(0, 0, 0, 0, None)))
-    g_batch = grad(A, B, C, D, y)
-    assert np.all(np.isfinite(g_batch))
-    solve_one = jax.jit(solve_linear_re)
-    grad_one = jax.jit(jax.grad(gaussian_loglik, argnums=1))
-    for i in (0, 1, 3):
-        alone = solve_one(A[i], B[i], C[i], D[i])
-        np.testing.assert_allclose(batch.P[i], alone.P, rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(batch.Q[i], alone.Q, rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(g_batch[i], grad_one(A[i], B[i], C[i], D[i], y),
-                                   rtol=1e-12, atol=1e-14)
+    solve = jax.jit(jax.vmap(solve_linear_re))
+    grad = jax.jit(jax.vmap(jax.grad(gaussian_loglik, argnums=(0, 1, 2, 3)),
+                            in_axes=(0, 0, 0, 0, None)))
+    good, failing = solve(A, B, C, D), solve(A_bad, B_bad, C_bad, D_bad)
+    g_good, g_failing = grad(A, B, C, D, y), grad(A_bad, B_bad, C_bad, D_bad, y)
+    assert np.asarray(good.ok).tolist() == [True] * 4
+    assert np.asarray(failing.ok).tolist() == [True, True, False, True]
+    keep = np.array([0, 1, 3])
+    for a, b in zip((*good, *g_good), (*failing, *g_failing)):
+        np.testing.assert_array_equal(np.asarray(a)[keep], np.asarray(b)[keep])
+        assert np.all(np.isfinite(b))
+    for P_i, (_, _, _, _, P_true) in zip(good.P, systems):
+        assert_trees_close_normwise(P_i, P_true, REFERENCE_RTOL)
 
 
 # ----- the naive iteration ---------------------------------------------------------------------------
@@ -288,7 +306,8 @@ def test_iteration_converges_fast_but_not_near_unit_roots(rng):
     A, B, C, D, P_true = known_system(rng, [0.999, 0.2, -0.4], [1.001, 3.0, -4.0])
     err = np.linalg.norm(solve_by_iteration(A, B, C, D).P - P_true) / np.linalg.norm(P_true)
     assert err > 1e-3, err
-    assert_trees_close_normwise(solve_linear_re(A, B, C, D).P, P_true, REFERENCE_RTOL)
+    rtol = max(REFERENCE_RTOL, 10 * condition_number(A, B, C, P_true) * np.finfo(float).eps)
+    assert_trees_close_normwise(solve_linear_re(A, B, C, D).P, P_true, rtol)
 
 
 # ----- Lyapunov -------------------------------------------------------------------------------
