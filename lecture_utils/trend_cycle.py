@@ -12,9 +12,13 @@ cycle,
 
     c_{t+1} = \phi_1 c_t + \phi_2 c_{t-1} + \sigma_\varepsilon \varepsilon_{t+1},
 
-with independent standard normal shocks. In the book's state-space form the
-state is :math:`x_t = (\tau_t, \beta_t, c_t, c_{t-1})` and row ``y[t]`` of the
-data observes :math:`x_{t+1}`; the prior of :math:`x_0` is that of
+with standard normal shocks; :math:`\eta` and :math:`\varepsilon` have
+correlation :math:`\rho` (zero in Clark's model, free in the model of
+:cite:`Morley2003`), :math:`\zeta` is independent of both. In the book's
+state-space form, :math:`x_{t+1} = A x_t + C w_{t+1}` and :math:`y_t = G x_t`
+for :math:`t = 1, \dots, T`, the state is
+:math:`x_t = (\tau_t, \beta_t, c_t, c_{t-1})`, row ``y[t]`` of the data (python
+index) observes :math:`x_{t+1}`, and the prior of :math:`x_0` is that of
 :func:`initial_moments`.
 
 This module has one job, the model: its state-space form, log-likelihood,
@@ -82,15 +86,22 @@ class TrendCycleParams(NamedTuple):
     phi2: jax.Array
 
 
-def trend_cycle_model(p: TrendCycleParams) -> LSSModel:
-    """The ``LSSModel`` of the trend-cycle model: N = 4, K = 3, M = L = 1, H = 0."""
+def trend_cycle_model(p: TrendCycleParams, rho=0.0) -> LSSModel:
+    r"""The ``LSSModel`` of the trend-cycle model: N = 4, K = 3, M = L = 1, H = 0.
+
+    ``rho`` in [-1, 1] is the correlation of the level and cycle shocks: the
+    cycle row of ``C`` is :math:`\sigma_\varepsilon (\rho, 0, \sqrt{1 - \rho^2})`,
+    so that :math:`C C^\top` has :math:`\rho \sigma_\eta \sigma_\varepsilon` off the
+    diagonal. ``rho = 0`` gives the diagonal ``C`` exactly.
+    """
     zero, one = jnp.zeros(()), jnp.ones(())
     A = jnp.array([[one, one, zero, zero],
                    [zero, one, zero, zero],
                    [zero, zero, p.phi1, p.phi2],
                    [zero, zero, one, zero]])
     C = jnp.zeros((4, 3)).at[0, 0].set(p.sigma_level).at[1, 1].set(p.sigma_slope)
-    C = C.at[2, 2].set(p.sigma_cycle)
+    C = C.at[2, 0].set(rho * p.sigma_cycle)
+    C = C.at[2, 2].set(jnp.sqrt(1 - rho**2) * p.sigma_cycle)
     G = jnp.array([[1.0, 0.0, 1.0, 0.0]])
     return LSSModel(A, C, G, jnp.zeros((1, 1)))
 
@@ -119,13 +130,14 @@ def initial_moments(p: TrendCycleParams, y_first, trend_var=TREND_PRIOR_VAR):
     return mu0, Sigma0
 
 
-def loglik(p: TrendCycleParams, y_first, y, *, jitter=0.0):
+def loglik(p: TrendCycleParams, y_first, y, *, rho=0.0, jitter=0.0):
     """Log-likelihood (a scalar) of ``y`` (T,) given the first quarter ``y_first``.
 
-    The exact filter (``jitter=0``) by default.
+    ``rho`` is the correlation of the level and cycle shocks (as in
+    :func:`trend_cycle_model`). The exact filter (``jitter=0``) by default.
     """
     mu0, Sigma0 = initial_moments(p, y_first)
-    return kalman_loglik(trend_cycle_model(p), mu0, Sigma0, y[:, None], jitter=jitter)
+    return kalman_loglik(trend_cycle_model(p, rho), mu0, Sigma0, y[:, None], jitter=jitter)
 
 
 # --- the stationary AR(2) region through partial autocorrelations -----------------
