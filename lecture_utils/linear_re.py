@@ -24,8 +24,16 @@ roots, so determinacy is :math:`\rho(P) < 1` and :math:`\rho(F) < 1`
 **Solving** (:func:`solve_linear_re`): cyclic reduction (Bini, Latouche and
 Meini 2005, ch. 7; the method of Dynare's ``cycle_reduction``) in a
 ``lax.while_loop``. It never inverts A, converges quadratically at a rate set
-by the ratio of the largest stable root to the smallest unstable one, and is
-followed by Newton steps on the quadratic equation.
+by the ratio r of the largest stable root to the smallest unstable one (its
+error falls like :math:`r^{2^k}`: 7 steps for An and Schorfheide's model at
+typical prior draws, 15-20 with roots within 1e-3 of the unit circle), and is
+followed by Newton steps on the quadratic equation; the relative residual
+:math:`\|AP^2 + BP + C\| / (\|A\|\|P\|^2 + \|B\|\|P\| + \|C\|)` ends near
+1e-17. Cyclic reduction divides by B; where B is singular (a variable absent
+from every date-t equation) it runs on the model in
+:math:`\mu = (\lambda - a)/(1 - a\lambda)`, a map of the unit disc onto itself
+(:func:`_mobius`). The (N^2, N^2) Kronecker solves below are meant for N up
+to about 15.
 
 **Differentiating**: by the implicit function theorem, not through the loop.
 Differentiating :math:`A P^2 + B P + C = 0`,
@@ -44,13 +52,19 @@ root :math:`\lambda_j(P)` equals an unstable one :math:`1/\lambda_i(F)`; with
 :math:`\rho(P) < 1` and :math:`\rho(F) < 1` every product has modulus below one.
 The derivative is a ``jax.custom_jvp`` whose tangent map is a linear solve
 JAX can transpose, so ``jax.jvp``, ``jax.grad`` (one solve with the transposed
-operator for all parameters) and ``jax.vmap`` all work.
+operator for all parameters) and ``jax.vmap`` all work; the rule takes P from
+the solver itself, so differentiating it again (``jax.hessian``) is exact too.
+The same operator measures conditioning: P's relative error is about
+:math:`\|K^{-1}\|` times the residual's scale over :math:`\|P\|` times the
+machine epsilon, large when a stable and an unstable root both approach the
+unit circle.
 
 **Failures**: eagerly, an indeterminate or explosive model raises ``ValueError``
 with the root counts (from :func:`lecture_utils.linear_re_reference.count_roots`).
 Under ``jit``/``grad``/``vmap``, ``ok`` is False and P, Q and their tangents are
 zero (finite), so ``jnp.where(sol.ok, loglik, -jnp.inf)`` has a finite gradient
-and a failing member of a batch does not touch the others.
+and a failing member of a batch does not touch the others. A root on the unit
+circle (a random walk) is classified by rounding, either way.
 
 Also here: :func:`discrete_lyapunov` (the stationary covariance, the Kalman
 filter's initial condition) and :func:`solve_by_iteration`, the naive
@@ -79,7 +93,8 @@ NEWTON_STEPS = 2
 #: mu = (lambda - SHIFT) / (1 - SHIFT lambda) instead (see _mobius).
 SHIFT_COND = 1e10
 SHIFT = 0.3
-#: A solution counts as one (``ok``) only if its relative residual is below this.
+#: A solution counts as one (``ok``) only if its relative residual is below this;
+#: determinate points reach about 1e-17, so rounding never flags them.
 OK_RESIDUAL = 1e-9
 
 
@@ -196,7 +211,8 @@ def _mobius(A, B, C, a):
 
 @jax.jit
 def _solve_core(A, B, C):
-    """(P or zeros, SolverInfo), no derivatives (the caller stops them)."""
+    """(P or zeros, SolverInfo). Never differentiated: derivatives come from the rule
+    of _stable_solvent, which calls this for the primal."""
     n = A.shape[0]
     a = jnp.where(jnp.linalg.cond(B) < SHIFT_COND, 0.0, SHIFT)
     X, steps = _cyclic_reduction(*_mobius(A, B, C, a))
