@@ -80,8 +80,15 @@ from jax import lax
 
 from lecture_utils._validation import as_float64, check_shape, is_concrete
 
-__all__ = ["LinearRESolution", "FixedPointSolution", "SolverInfo", "discrete_lyapunov",
-           "solve_by_iteration", "solve_linear_re", "solver_info"]
+__all__ = [
+    "FixedPointSolution",
+    "LinearRESolution",
+    "SolverInfo",
+    "discrete_lyapunov",
+    "solve_by_iteration",
+    "solve_linear_re",
+    "solver_info",
+]
 
 #: Cyclic reduction stops when its update of the pivot block is this small,
 #: relative to the block, or after MAX_CR_STEPS (it converges like r^(2^k)).

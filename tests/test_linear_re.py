@@ -341,7 +341,7 @@ def test_discrete_lyapunov_derivatives(rng, key):
 
 
 def test_solver_info_reports_convergence(rng):
-    A, B, C, D, _ = known_system(rng, *CASES["stiff, roots near 1"][:2], 2)
+    A, B, C, _, _ = known_system(rng, *CASES["stiff, roots near 1"][:2], 2)
     info = solver_info(A, B, C)
     assert bool(info.ok) and 1 <= int(info.cr_steps) < 30
     assert float(info.residual) < RESIDUAL_TOL
