@@ -22,6 +22,7 @@ import pytest
 from helpers import random_lss, simulate_data, stack_models, with_missing
 
 from lecture_utils import trend_cycle as tc
+from lecture_utils.gradcheck import central_difference, random_like, tree_dot
 from lecture_utils.kalman import kalman_sample
 from lecture_utils.kalman.reference import _condition, _observed, dense_smoother, joint_gaussian
 from lecture_utils.lss import LSSModel
@@ -222,6 +223,22 @@ def test_jit_of_vmap_over_trend_cycle_parameter_draws_equals_one_call_per_model(
     for b in range(3):
         one = tc.TrendCycleParams(*(a[b] for a in params))
         np.testing.assert_allclose(got[b], draw(one), rtol=1e-10, atol=1e-9)
+
+
+def test_draws_are_differentiable_with_respect_to_the_model(small):
+    """For a fixed key each draw is a smooth function of A, C, G, H (the docstring's claim):
+    jax.grad along a random direction equals a central difference."""
+    model, mu0, Sigma0, y = small
+    model = LSSModel(*(jnp.asarray(m) for m in model))
+    weights = np.random.default_rng(12).normal(size=(NS, 6, 3))
+    key = jax.random.key(13)
+
+    def f(model):
+        return jnp.sum(weights * kalman_sample(key, model, mu0, Sigma0, y))
+
+    direction = random_like(jax.random.key(14), model)
+    np.testing.assert_allclose(tree_dot(jax.grad(f)(model), direction),
+                               central_difference(f, (model,), (direction,)), rtol=1e-6)
 
 
 # ----- failures and refusals -------------------------------------------------------------

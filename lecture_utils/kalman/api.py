@@ -197,9 +197,10 @@ def kalman_sample(key, model: LSSModel, mu0, Sigma0, y, *, num_samples: int = 1,
     eigendecomposition :math:`\Sigma_0 = U \Lambda U^\top` (eigenvalues at
     rounding level, below N machine epsilons of the largest, set to zero),
     which is exact for a singular ``Sigma0`` and keeps ``x_0`` in its range;
-    its derivative is undefined where ``Sigma0`` has repeated
-    eigenvalues, so the draws are not meant to be differentiated with
-    respect to ``Sigma0``.
+    its derivative is undefined where ``Sigma0`` has repeated eigenvalues
+    (as the trend-cycle prior has: ``jax.grad`` returns NaN there), so the
+    draws are not meant to be differentiated with respect to ``Sigma0``;
+    with respect to the model they can be.
 
     All ``num_samples`` draws are computed in one batched pass. Works under
     ``jax.jit`` and ``jax.vmap``: over keys (``in_axes=(0, None, ...)``) and
