@@ -102,8 +102,8 @@ from lecture_utils.kalman._steps import LOG_2PI, condition_on, masked, noise_cov
 from lecture_utils.lss import LSSModel
 
 __all__ = [
-    "FilterNoise", "FilterResult", "RBFilterResult", "ScoreEstimates", "bootstrap_filter",
-    "draw_noise", "effective_sample_size", "rb_filter", "score_estimates", "systematic_resample",
+    "FilterNoise", "FilterResult", "RBFilterResult", "ScoreEstimates", "backward_sample",
+    "bootstrap_filter", "draw_noise", "effective_sample_size", "rb_filter", "score_estimates", "systematic_resample",
 ]
 
 GRADIENTS = ("naive", "fisher")
@@ -555,6 +555,77 @@ def _rb(f_z, linear, order, gradient, history, params, y, z0, mu0, Sigma0, noise
     paths = out[3:] if history else last
     return RBFilterResult(jnp.sum(increments), increments, *paths[:4], ess, resampled,
                           paths[4])
+
+
+# ----- smoothing by backward simulation --------------------------------------------------------
+
+
+def backward_sample(key, result: FilterResult, transition_logpdf: Callable, params: Any,
+                    num_samples: int):
+    r"""Draw state paths from the smoothing distribution by backward simulation (FFBSi).
+
+    Godsill, Doucet and West (2004); Chopin and Papaspiliopoulos (2020, Sec. 12.3):
+    draw :math:`x_T` from the last period's weighted particles, then for
+    :math:`t = T - 1, \dots, 1` draw :math:`x_t = x_t^i` with probability
+    proportional to :math:`W_t^i\, p(x_{t+1} \mid x_t^i)`. Each draw is a path
+    from the particle approximation of :math:`p(x_{1:T} \mid y_{0:T-1})`; unlike
+    tracing the ancestors back, early periods do not collapse onto one
+    particle. Cost O(T P S).
+
+    Args:
+        key: a ``jax.random`` key.
+        result: a :class:`FilterResult` of :func:`bootstrap_filter` run with
+            ``history=True`` (particles (T, P, N), log weights (T, P)).
+        transition_logpdf: ``transition_logpdf(x_next, x, params, t) -> ()``, the
+            log density of the move ``f(x, w_t, params, t)`` (the same t as f's).
+        params: the parameters the filter ran with.
+        num_samples: the number of paths S.
+
+    Returns:
+        (S, T, N) paths of :math:`x_1, \dots, x_T` (row t is the state ``y[t]`` observes).
+
+    Example (a random walk observed with noise; the smoothed paths' mean):
+
+    >>> import jax.numpy as jnp
+    >>> from jax.scipy.stats import norm
+    >>> f = lambda x, w, p, t: x + w
+    >>> logpdf = lambda x_next, x, p, t: norm.logpdf(x_next[0], x[0])
+    >>> y = jnp.array([[0.3], [-0.1], [0.5]])
+    >>> res = bootstrap_filter(f, lambda x, p, t: x, jnp.eye(1), None, y,
+    ...                        jnp.zeros((500, 1)), draw_noise(jax.random.key(1), 3, 500, 1))
+    >>> paths = backward_sample(jax.random.key(2), res, logpdf, None, num_samples=100)
+    >>> paths.shape
+    (100, 3, 1)
+    """
+    if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if np.ndim(result.particles) != 3 or np.ndim(result.log_weights) != 2:
+        raise ValueError("result must come from a filter run with history=True: particles "
+                         f"(T, P, N), got shape {np.shape(result.particles)}")
+    _check_callback_shape("transition_logpdf", jax.eval_shape(
+        transition_logpdf, result.particles[0, 0], result.particles[0, 0], params,
+        jnp.zeros((), dtype=int)), ())
+    return _backward(transition_logpdf, num_samples, key, result.particles, result.log_weights,
+                     params)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _backward(transition_logpdf, num_samples, key, particles, log_weights, params):
+    T = particles.shape[0]
+    keys = jax.random.split(key, T)
+    last = particles[-1][jax.random.categorical(keys[-1], log_weights[-1], shape=(num_samples,))]
+    # log p(x_next | x) for every path (S) and particle (P)
+    logf = jax.vmap(jax.vmap(transition_logpdf, (None, 0, None, None)), (0, None, None, None))
+
+    def step(x_next, inputs):
+        x_t, log_w_t, key_t, t = inputs
+        idx = jax.random.categorical(key_t, log_w_t[None, :] + logf(x_next, x_t, params, t + 1),
+                                     axis=-1)
+        return x_t[idx], x_t[idx]
+
+    inputs = (particles[:-1], log_weights[:-1], keys[:-1], jnp.arange(T - 1))
+    _, paths = lax.scan(step, last, inputs, reverse=True)
+    return jnp.swapaxes(jnp.concatenate([paths, last[None]]), 0, 1)
 
 
 # ----- gradients side by side -------------------------------------------------------------

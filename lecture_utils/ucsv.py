@@ -47,7 +47,7 @@ __all__ = [
     "PRIOR_LOC", "PRIOR_SCALE", "UCSVNoise", "UCSVParams", "draw_noise", "filter_bootstrap",
     "filter_rb", "initial_state", "initial_trend", "initial_vols", "linear_part",
     "load_inflation", "log_prior", "observation", "observation_scale", "simulate",
-    "to_params", "transition", "vol_transition",
+    "to_params", "transition", "transition_logpdf", "vol_transition",
 ]
 
 #: The prior of each :math:`\log\gamma`: normal, centred at Stock and Watson's 0.2.
@@ -96,6 +96,15 @@ def transition(x, w_t, params: UCSVParams, t):
     h_eta = x[2] + params.gamma_eta * w_t[1]
     tau = x[0] + jnp.exp(h_eta / 2) * w_t[2]
     return jnp.stack([tau, h_eps, h_eta])
+
+
+def transition_logpdf(x_next, x, params: UCSVParams, t):
+    """Log density () of :func:`transition`'s move from x to x_next (for backward simulation)."""
+    from jax.scipy.stats import norm
+
+    return (norm.logpdf(x_next[1], x[1], params.gamma_eps)
+            + norm.logpdf(x_next[2], x[2], params.gamma_eta)
+            + norm.logpdf(x_next[0], x[0], jnp.exp(x_next[2] / 2)))
 
 
 def observation(x, params: UCSVParams, t):

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lecture_utils.kalman import kalman_loglik
+from lecture_utils.kalman import kalman_loglik, kalman_smoother
 from lecture_utils.particle_filter import (
     FilterNoise,
+    backward_sample,
     bootstrap_filter,
     draw_noise,
     effective_sample_size,
@@ -147,6 +148,34 @@ def test_rb_filter_with_fixed_particles_is_the_kalman_filter(y_lg):
     np.testing.assert_allclose(res.loglik, exact, rtol=1e-12)
     assert res.mu.shape == (T, P, 2) and res.Sigma.shape == (T, P, 2, 2)
     np.testing.assert_allclose(res.ess, P, rtol=1e-12)
+
+
+# ----- smoothing -------------------------------------------------------------------------------
+
+
+def test_backward_simulation_matches_the_kalman_smoother(y_lg):
+    """20 filter runs (P = 300) with 100 backward paths each: the paths' means and variances
+    agree with the Kalman smoother's, the mean within 4 standard errors between runs."""
+    model, R, P = lg_model(), 20, 300
+
+    def logpdf(x_next, x, p, t):
+        return jax.scipy.stats.multivariate_normal.logpdf(x_next, p.A @ x, p.C @ p.C.T)
+
+    def paths(noise, key):
+        x0 = MU0 + noise[0] @ jnp.linalg.cholesky(SIGMA0).T
+        res = bootstrap_filter(lss_transition, lss_observation, model.H, model, y_lg, x0,
+                               noise[1])
+        return backward_sample(key, res, logpdf, model, num_samples=100)
+
+    draws = jax.jit(jax.vmap(paths))(np_noise(5, P, R), jax.random.split(jax.random.key(5), R))
+    exact = kalman_smoother(model, MU0, SIGMA0, y_lg)
+    run_means = np.asarray(draws.mean(axis=1))  # (R, T, N)
+    se = run_means.std(axis=0) / np.sqrt(R)
+    z = (run_means.mean(axis=0) - exact.mu[1:]) / se
+    assert np.all(np.abs(z) < 4), z
+    variances = np.asarray(draws.reshape(-1, T, 2).var(axis=0))
+    exact_var = np.asarray(jnp.diagonal(exact.Sigma[1:], axis1=1, axis2=2))
+    np.testing.assert_allclose(variances, exact_var, rtol=0.15)
 
 
 # ----- gradients ----------------------------------------------------------------------------
