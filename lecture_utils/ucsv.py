@@ -46,7 +46,8 @@ from lecture_utils.simulation import simulate_ssm
 __all__ = [
     "PRIOR_LOC", "PRIOR_SCALE", "UCSVNoise", "UCSVParams", "draw_noise", "filter_bootstrap",
     "filter_rb", "initial_state", "initial_trend", "initial_vols", "linear_part",
-    "load_inflation", "log_prior", "observation", "observation_scale", "simulate",
+    "load_inflation", "log_prior", "observation", "observation_scale", "particles_model",
+    "simulate",
     "to_params", "transition", "transition_logpdf", "vol_transition",
 ]
 
@@ -272,3 +273,68 @@ def load_inflation():
 
     dates, data = load_macrodata()
     return dates[1:], data["infl"].to_numpy()[1:, None].astype(float)
+
+
+# ----- the same model in Chopin's particles (the independent reference) ----------------------
+
+
+def particles_model(params: UCSVParams = UCSVParams()):
+    """The UC-SV model as a ``particles.state_space_models.StateSpaceModel`` (NumPy).
+
+    An independent implementation for tests and benchmarks: ``particles``'
+    bootstrap filter (``particles.SMC(fk=Bootstrap(ssm=model, data=y[:, 0]), ...)``)
+    on it estimates the same likelihood as :func:`filter_bootstrap`.
+    ``particles`` observes its :math:`X_0`, so its :math:`X_0` is our
+    :math:`x_1`: the initial law draws :math:`x_0` and moves it once. Random
+    numbers come from NumPy's global generator (``np.random.seed``), as
+    ``particles`` draws its own. Needs ``particles`` (0.4).
+
+    Example:
+        >>> import particles, particles.state_space_models as ssm
+        >>> _, y = load_inflation()
+        >>> np.random.seed(0)
+        >>> pf = particles.SMC(fk=ssm.Bootstrap(ssm=particles_model(), data=y[:20, 0]), N=500)
+        >>> pf.run()
+        >>> bool(np.isfinite(pf.logLt))
+        True
+    """
+    from particles import distributions as dists
+    from particles import state_space_models as ssm
+
+    g_eps, g_eta = float(params.gamma_eps), float(params.gamma_eta)
+    loc = np.array([params.tau0_mean, params.h0_mean, params.h0_mean], dtype=float)
+    scale = np.array([params.tau0_sd, params.h0_sd, params.h0_sd], dtype=float)
+
+    def move(x):
+        """One transition of x (P, 3) = (tau, h_eps, h_eta) in NumPy."""
+        nu = np.random.normal(size=x.shape)
+        h_eps = x[:, 1] + g_eps * nu[:, 0]
+        h_eta = x[:, 2] + g_eta * nu[:, 1]
+        return np.stack([x[:, 0] + np.exp(h_eta / 2) * nu[:, 2], h_eps, h_eta], axis=1)
+
+    class Initial(dists.ProbDist):
+        dim = 3
+
+        def rvs(self, size=None):
+            return move(loc + scale * np.random.normal(size=(size, 3)))
+
+    class Move(dists.ProbDist):
+        dim = 3
+
+        def __init__(self, xp):
+            self.xp = xp
+
+        def rvs(self, size=None):
+            return move(self.xp)
+
+    class UCSV(ssm.StateSpaceModel):
+        def PX0(self):
+            return Initial()
+
+        def PX(self, t, xp):
+            return Move(xp)
+
+        def PY(self, t, xp, x):
+            return dists.Normal(loc=x[:, 0], scale=np.exp(x[:, 1] / 2))
+
+    return UCSV()

@@ -81,51 +81,16 @@ def test_rb_and_bootstrap_estimate_the_same_likelihood_rb_with_less_variance(inf
 
 def test_bootstrap_agrees_with_particles_library(inflation):
     particles = pytest.importorskip("particles")
-    from particles import distributions as dists
     from particles import state_space_models as ssm
 
     y = np.asarray(inflation[:, 0])
     params = ucsv.UCSVParams()
-
-    def move(x0, rng_size):
-        """One UC-SV transition in NumPy, x (P, 3) = (tau, h_eps, h_eta)."""
-        nu = np.random.normal(size=(rng_size, 3))
-        h_eps = x0[:, 1] + params.gamma_eps * nu[:, 0]
-        h_eta = x0[:, 2] + params.gamma_eta * nu[:, 1]
-        return np.stack([x0[:, 0] + np.exp(h_eta / 2) * nu[:, 2], h_eps, h_eta], axis=1)
-
-    class Initial(dists.ProbDist):  # particles' X_0 is our x_1: draw x_0, move once
-        dim = 3
-
-        def rvs(self, size=None):
-            loc = np.array([params.tau0_mean, params.h0_mean, params.h0_mean])
-            scale = np.array([params.tau0_sd, params.h0_sd, params.h0_sd])
-            return move(loc + scale * np.random.normal(size=(size, 3)), size)
-
-    class Move(dists.ProbDist):
-        dim = 3
-
-        def __init__(self, xp):
-            self.xp = xp
-
-        def rvs(self, size=None):
-            return move(self.xp, size)
-
-    class UCSV(ssm.StateSpaceModel):
-        def PX0(self):
-            return Initial()
-
-        def PX(self, t, xp):
-            return Move(xp)
-
-        def PY(self, t, xp, x):
-            return dists.Normal(loc=x[:, 0], scale=np.exp(x[:, 1] / 2))
-
+    model = ucsv.particles_model(params)
     S, P = 200, 200
     theirs = []
     for seed in range(S):
         np.random.seed(seed)
-        pf = particles.SMC(fk=ssm.Bootstrap(ssm=UCSV(), data=y), N=P, ESSrmin=0.5,
+        pf = particles.SMC(fk=ssm.Bootstrap(ssm=model, data=y), N=P, ESSrmin=0.5,
                            resampling="systematic")
         pf.run()
         theirs.append(pf.logLt)
