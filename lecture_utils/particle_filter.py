@@ -209,10 +209,12 @@ def systematic_resample(log_weights, u):
     r"""Systematic resampling: ancestor indices (P,) from (P,) log weights and one uniform.
 
     With normalised weights :math:`W^n` and cumulative sums
-    :math:`c_n = \sum_{m \le n} W^m`, particle n is the ancestor of every
-    :math:`i` with :math:`c_{n-1} \le (i + u)/P < c_n`, so particle n has
-    :math:`\lfloor P c_n - u \rfloor - \lfloor P c_{n-1} - u \rfloor` offspring
-    (Chopin and Papaspiliopoulos 2020, Sec. 9.6). The indices are sorted.
+    :math:`c_n = \sum_{m \le n} W^m`, position :math:`i` takes the ancestor
+    :math:`a^i = \#\{n : c_n \le (i + u)/P\}`, so particle n has
+    :math:`\lceil P c_n - u \rceil - \lceil P c_{n-1} - u \rceil` offspring
+    (Chopin and Papaspiliopoulos 2020, Sec. 9.6). Computed without a search:
+    particle n's count is added at position :math:`\lceil P c_n - u \rceil`
+    and a cumulative sum gives every :math:`a^i` (O(P)). The indices are sorted.
 
     Example:
         >>> w = jnp.log(jnp.array([0.1, 0.6, 0.3]))
@@ -221,30 +223,43 @@ def systematic_resample(log_weights, u):
     """
     P = log_weights.shape[0]
     cdf = jnp.cumsum(jnp.exp(log_weights - logsumexp(log_weights)))
-    positions = (u + jnp.arange(P)) / P
-    return jnp.minimum(jnp.searchsorted(cdf, positions, side="right"), P - 1)
+    first = jnp.clip(jnp.ceil(P * cdf - u), 0, P).astype(jnp.int32)
+    passed = jnp.zeros(P + 1, jnp.int32).at[first].add(1)
+    return jnp.minimum(jnp.cumsum(passed)[:P], P - 1)
 
 
-def _ancestors(log_weights, z, do_resample, keys):
-    """Ancestors (P,): systematic resampling (sorted by ``keys`` if given) or the identity."""
-    P = log_weights.shape[0]
+def _resample(arrays, log_weights, z, gradient, keys):
+    r"""Systematic resampling of the particle arrays (leading axis P) and their weights.
+
+    Returns the resampled arrays, the log weights :math:`\log \hat W^n`
+    (``-log P``, plus the stop-gradient term for ``"fisher"``) and the ancestors.
+    """
     u = ndtr(z)
     if keys is None:
         a = systematic_resample(log_weights, u)
     else:
         perm = jnp.argsort(keys)
         a = perm[systematic_resample(log_weights[perm], u)]
-    return jnp.where(do_resample, a, jnp.arange(P))
-
-
-def _weights_after(log_weights, a, do_resample, gradient):
-    r"""Log weights :math:`\log \hat W^n` (P,) after (possibly) resampling with ancestors ``a``."""
     P = log_weights.shape[0]
-    flat = jnp.full((P,), -jnp.log(P), dtype=log_weights.dtype)
+    log_w_hat = jnp.full((P,), -jnp.log(P), dtype=log_weights.dtype)
     if gradient == "fisher":
         picked = log_weights[a]
-        flat = flat + (picked - lax.stop_gradient(picked))
-    return jnp.where(do_resample, flat, log_weights)
+        log_w_hat = log_w_hat + (picked - lax.stop_gradient(picked))
+    return jax.tree.map(lambda x: x[a], arrays), log_w_hat, a.astype(int)
+
+
+def _maybe_resample(arrays, log_weights, z, do, gradient, order):
+    """:func:`_resample` where ``do``, else the arrays and weights as they are (lax.cond)."""
+    def resample(operands):
+        arrays, log_weights = operands
+        keys = None if order is None else jax.vmap(order)(arrays[0])
+        return _resample(arrays, log_weights, z, gradient, keys)
+
+    def keep(operands):
+        arrays, log_weights = operands
+        return arrays, log_weights, jnp.arange(log_weights.shape[0])
+
+    return lax.cond(do, resample, keep, (arrays, log_weights))
 
 
 def _reweight(log_w_hat, log_g):
@@ -263,13 +278,12 @@ def _reweight(log_w_hat, log_g):
     lse = logsumexp(log_w)
     increment = jnp.where(all_bad, -jnp.inf, lse)
     log_w = log_w - lse
-    ess = jnp.where(all_bad, P, jnp.exp(-logsumexp(2 * log_w)))
+    ess = jnp.where(all_bad, P, 1.0 / jnp.sum(jnp.exp(2 * log_w)))  # log_w <= 0: no overflow
     return increment, log_w, ess
 
 
-def _resample_decision(log_weights, t, ess_threshold):
-    P = log_weights.shape[0]
-    ess = effective_sample_size(log_weights)
+def _resample_decision(ess, P, t, ess_threshold):
+    """Resample before step t > 0 if the last ESS is below ``ess_threshold`` P (always if >= 1)."""
     return (t > 0) & ((ess_threshold >= 1) | (ess < ess_threshold * P))
 
 
@@ -412,13 +426,11 @@ def _bootstrap(f, g, H_fn, order, gradient, history, H_mat, params, y, x0, noise
     T = y.shape[0]
 
     def step(carry, inputs):
-        x, log_w, _ = carry
+        x, log_w, _, ess = carry
         y_t, w_t, z_t, t = inputs
-        do = _resample_decision(log_w, t, ess_threshold)
-        keys = None if order is None else jax.vmap(order)(x)
-        a = _ancestors(log_w, z_t, do, keys)
-        log_w_hat = _weights_after(log_w, a, do, gradient)
-        x_new = jax.vmap(f, (0, 0, None, None))(x[a], w_t, params, t)
+        do = _resample_decision(ess, P, t, ess_threshold)
+        (x,), log_w_hat, a = _maybe_resample((x,), log_w, z_t, do, gradient, order)
+        x_new = jax.vmap(f, (0, 0, None, None))(x, w_t, params, t)
         mean = jax.vmap(g, (0, None, None))(x_new, params, t + 1)
         if H_fn is None:
             factor = _obs_factor(y_t, H_mat @ H_mat.T)
@@ -430,12 +442,12 @@ def _bootstrap(f, g, H_fn, order, gradient, history, H_mat, params, y, x0, noise
             log_g = jax.vmap(one)(x_new, mean)
         increment, log_w, ess = _reweight(log_w_hat, log_g)
         out = (increment, ess, do) + ((x_new, log_w, a) if history else ())
-        return (x_new, log_w, a), out
+        return (x_new, log_w, a, ess), out
 
     P = x0.shape[0]
-    init = (x0, jnp.full((P,), -jnp.log(P)), jnp.arange(P))
+    init = (x0, jnp.full((P,), -jnp.log(P)), jnp.arange(P), jnp.asarray(P, jnp.float64))
     inputs = (y, noise.normals, noise.resampling, jnp.arange(T))
-    (x, log_w, a), out = lax.scan(step, init, inputs)
+    (x, log_w, a, _), out = lax.scan(step, init, inputs)
     increments, ess, resampled = out[:3]
     paths = out[3:] if history else (x, log_w, a)
     return FilterResult(jnp.sum(increments), increments, paths[0], paths[1], ess, resampled,
@@ -532,27 +544,26 @@ def _rb(f_z, linear, order, gradient, history, params, y, z0, mu0, Sigma0, noise
     P = z0.shape[0]
 
     def step(carry, inputs):
-        z, mu, Sigma, log_w, _ = carry
+        z, mu, Sigma, log_w, _, ess = carry
         y_t, w_t, r_t, t = inputs
-        do = _resample_decision(log_w, t, ess_threshold)
-        keys = None if order is None else jax.vmap(order)(z)
-        a = _ancestors(log_w, r_t, do, keys)
-        log_w_hat = _weights_after(log_w, a, do, gradient)
-        z_new = jax.vmap(f_z, (0, 0, None, None))(z[a], w_t, params, t)
+        do = _resample_decision(ess, P, t, ess_threshold)
+        (z, mu, Sigma), log_w_hat, a = _maybe_resample((z, mu, Sigma), log_w, r_t, do,
+                                                       gradient, order)
+        z_new = jax.vmap(f_z, (0, 0, None, None))(z, w_t, params, t)
         models = jax.vmap(linear, (0, None, None))(z_new, params, t)
         mu, Sigma, log_g = jax.vmap(_kalman_step, (0, 0, 0, None, None))(
-            mu[a], Sigma[a], models, y_t, jitter)
+            mu, Sigma, models, y_t, jitter)
         increment, log_w, ess = _reweight(log_w_hat, log_g)
         out = (increment, ess, do) + ((z_new, mu, Sigma, log_w, a) if history else ())
-        return (z_new, mu, Sigma, log_w, a), out
+        return (z_new, mu, Sigma, log_w, a, ess), out
 
     init = (z0, jnp.broadcast_to(mu0, (P,) + mu0.shape),
             jnp.broadcast_to(Sigma0, (P,) + Sigma0.shape), jnp.full((P,), -jnp.log(P)),
-            jnp.arange(P))
+            jnp.arange(P), jnp.asarray(P, jnp.float64))
     inputs = (y, noise.normals, noise.resampling, jnp.arange(T))
     last, out = lax.scan(step, init, inputs)
     increments, ess, resampled = out[:3]
-    paths = out[3:] if history else last
+    paths = out[3:] if history else last[:5]
     return RBFilterResult(jnp.sum(increments), increments, *paths[:4], ess, resampled,
                           paths[4])
 
