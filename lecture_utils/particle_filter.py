@@ -28,6 +28,10 @@ time, arrays over particles, no Python loop over either):
   Kalman package's own (:mod:`lecture_utils.kalman._steps`), vmapped over
   particles.
 
+:func:`backward_sample` draws smoothed paths from a bootstrap filter's output
+by backward simulation, and :func:`score_estimates` puts three gradient
+estimators side by side.
+
 Timing is the book's Kalman convention: ``y[t]`` observes the state after the
 ``t``-th move, so ``T`` observations ``y`` (T, M) need ``T`` moves, and the
 initial particles ``x0`` (P, N) are draws of :math:`x_0` (the prior of the
