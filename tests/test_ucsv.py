@@ -118,3 +118,15 @@ def test_rb_gradient_without_resampling_matches_finite_differences(inflation):
     h = 1e-5
     fd = [(loglik(theta + h * e) - loglik(theta - h * e)) / (2 * h) for e in jnp.eye(2)]
     np.testing.assert_allclose(grad, fd, rtol=1e-6)
+
+
+def test_transition_logpdf_is_the_density_of_transition(rng):
+    """log p(x' | x) = log phi(w) - log |dx'/dw|, with the Jacobian of w -> x' in closed form."""
+    params = ucsv.UCSVParams(gamma_eps=0.3, gamma_eta=0.15)
+    for _ in range(5):
+        x, w = rng.normal(size=3), rng.normal(size=3)
+        x_next = ucsv.transition(x, w, params, 0)
+        log_jac = np.log(0.3) + np.log(0.15) + float(x_next[2]) / 2
+        expected = stats.norm.logpdf(w).sum() - log_jac
+        np.testing.assert_allclose(ucsv.transition_logpdf(x_next, x, params, 0), expected,
+                                   rtol=1e-12)
