@@ -196,6 +196,14 @@ def test_explosive_and_indeterminate_flagged(rng):
     assert np.all(np.asarray(sol.P) == 0) and np.all(np.asarray(sol.Q) == 0)
 
 
+def test_singular_pencil_raises():
+    """det(A l^2 + B l + C) = 0 for every l: no root count, no solution."""
+    zero = np.zeros((2, 2))
+    with pytest.raises(ValueError, match="pencil is singular"):
+        solve_linear_re(zero, zero, zero, np.ones((2, 1)))
+    assert not bool(jax.jit(solve_linear_re)(zero, zero, zero, np.ones((2, 1))).ok)
+
+
 def test_wrong_shapes_raise():
     eye = np.eye(2)
     with pytest.raises(ValueError, match="A must be a square"):
