@@ -3,8 +3,8 @@
 Independent answers: systems built from a known stable solvent P (so the answer
 is known by construction, also with a singular A), the generalised Schur
 reference of :mod:`lecture_utils.linear_re_reference` (scipy's ordqz),
-central differences for every input entry, scipy's Lyapunov solver and the
-closed form for a diagonal transition.
+Richardson-extrapolated central differences for every input entry, scipy's
+Lyapunov solver and the closed form for a diagonal transition.
 """
 
 import jax
