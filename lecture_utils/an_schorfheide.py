@@ -59,6 +59,7 @@ from lecture_utils.lss import LSSModel
 
 __all__ = [
     "PARAM_NAMES", "STATE_NAMES", "SHOCK_NAMES", "OBS_NAMES", "PRIORS", "SAMPLE",
+    "THETA_BOUND",
     "ASParams", "structural_matrices", "solve", "state_space", "loglik",
     "impulse_responses", "variance_decomposition",
     "constrain", "unconstrain", "log_abs_det_jacobian", "prior_logpdf", "log_prior",
@@ -348,10 +349,30 @@ def log_abs_det_jacobian(theta):
     return total
 
 
+#: Coordinates with ``|theta_i|`` above this are outside the posterior's support
+#: (``log_posterior`` is ``-inf`` there, with a zero gradient): ``exp(30)`` is
+#: 1e13, and the prior mass beyond is below 1e-12. Without the bound, a
+#: sampler's trial step to ``theta_i = 800`` would hand the solver and the
+#: filter infinite matrices (NaN values and gradients, LAPACK warnings).
+THETA_BOUND = 30.0
+
+# The centre of the prior in unconstrained coordinates (a determinate point):
+# where theta is out of bounds, the model is evaluated here and discarded.
+_SAFE_THETA = np.array([np.log(2.0), 0.0, np.log(1.5), np.log(0.5), np.log(0.5),
+                        np.log(7.0), 0.4, 0.0, 0.0, 0.0, np.log(0.4), 0.0, np.log(0.5)])
+
+
 def log_posterior(theta, y):
-    """Unnormalised log posterior of ``theta`` (13,), unconstrained, given ``y`` (T, 3)."""
+    """Unnormalised log posterior of ``theta`` (13,), unconstrained, given ``y`` (T, 3).
+
+    ``-inf`` where the model is not determinate or some ``|theta_i|`` exceeds
+    :data:`THETA_BOUND`, with a finite gradient under ``jit``/``grad``/``vmap``.
+    """
+    inside = jnp.all(jnp.abs(theta) <= THETA_BOUND)
+    theta = jnp.where(inside, theta, _SAFE_THETA)
     p = constrain(theta)
-    return log_prior(p) + log_abs_det_jacobian(theta) + loglik(p, y)
+    value = log_prior(p) + log_abs_det_jacobian(theta) + loglik(p, y)
+    return jnp.where(inside, value, -jnp.inf)
 
 
 # --- data --------------------------------------------------------------------------------

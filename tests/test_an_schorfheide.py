@@ -196,9 +196,21 @@ def test_indeterminate_point_gives_minus_inf_with_finite_gradient(loglik_and_gra
     v = jnp.asarray(_params(NEAR_MODE, psi1=0.7), dtype=jnp.float64)
     value, grad = value_and_grad(v)
     assert value == -np.inf and bool(jnp.all(jnp.isfinite(grad)))
-    theta = asm.unconstrain(_params(NEAR_MODE, psi1=0.7))
+    # the log posterior too, and where a coordinate is out of bounds (a
+    # sampler's wild trial step: exp(800) would be an infinite parameter)
     _, y = asm.load_data()
-    assert jax.jit(asm.log_posterior)(theta, y) == -np.inf
+    log_post = jax.jit(jax.value_and_grad(asm.log_posterior))
+    theta = asm.unconstrain(_params(NEAR_MODE, psi1=0.7))
+    wild = [theta] + [asm.unconstrain(NEAR_MODE).at[i].set(sign * 800.0)
+                      for i in range(13) for sign in (1, -1)]
+    for t in wild:
+        value, grad = log_post(t, y)
+        assert value == -np.inf and bool(jnp.all(jnp.isfinite(grad)))
+    for i in range(13):  # just inside the bound: finite gradients
+        for sign in (1, -1):
+            t = asm.unconstrain(NEAR_MODE).at[i].set(sign * asm.THETA_BOUND)
+            value, grad = log_post(t, y)
+            assert not np.isnan(value) and bool(jnp.all(jnp.isfinite(grad))), (i, sign)
 
 
 def _scipy_prior(name):
