@@ -17,6 +17,7 @@ from lecture_utils.particle_filter import (
     bootstrap_filter,
     draw_noise,
     effective_sample_size,
+    hilbert_order,
     rb_filter,
     score_estimates,
     systematic_resample,
@@ -95,6 +96,18 @@ def test_systematic_resampling_matches_numpy_loop(rng):
             np.testing.assert_array_equal(ours, numpy_systematic(W, u))
             counts = np.bincount(ours, minlength=P)  # floor or ceil of P W
             assert np.all(np.abs(counts - P * W) < 1 + 1e-9)
+
+
+def test_hilbert_order_is_a_curve_through_neighbouring_cells():
+    """On a 16 x 16 grid the index is a bijection onto 0..255, and consecutive indices are
+    cells that share a side (the defining property of the Hilbert curve)."""
+    n = 16
+    key = jax.vmap(hilbert_order([0.0, 0.0], [1.0, 1.0], bits=4))
+    ij = np.array([(i, j) for i in range(n) for j in range(n)])
+    d = np.asarray(key(jnp.asarray((ij + 0.5) / n)))
+    assert sorted(d.tolist()) == list(range(n * n))
+    path = ij[np.argsort(d)]
+    assert np.all(np.abs(np.diff(path, axis=0)).sum(axis=1) == 1)
 
 
 def test_effective_sample_size(rng):
