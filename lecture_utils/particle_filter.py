@@ -91,8 +91,9 @@ Shapes: ``T`` observations, ``P`` particles, ``N`` states (``Nz`` nonlinear,
 ``K`` move shocks, ``L`` observation shocks.
 """
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

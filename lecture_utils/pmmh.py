@@ -31,8 +31,9 @@ go straight to :func:`lecture_utils.sampling.to_inference_data` or
 :func:`lecture_utils.sampling.summary`.
 """
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,7 @@ import numpy as np
 
 from lecture_utils._validation import as_float64, check_shape
 
-__all__ = ["PMMHResult", "pmmh", "crank_nicolson"]
+__all__ = ["PMMHResult", "crank_nicolson", "pmmh"]
 
 
 class PMMHResult(NamedTuple):

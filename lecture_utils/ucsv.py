@@ -237,8 +237,12 @@ def simulate(key, params: UCSVParams, T: int):
     return x, trend[1:] + jnp.exp(x[1:, 1:2] / 2) * v
 
 
-def to_params(theta, base: UCSVParams = UCSVParams()) -> UCSVParams:
-    """``theta = (log gamma_eps, log gamma_eta)`` (2,) -> :class:`UCSVParams` (the rest from ``base``)."""
+def to_params(theta, base: UCSVParams | None = None) -> UCSVParams:
+    """``theta = (log gamma_eps, log gamma_eta)`` (2,) -> :class:`UCSVParams`.
+
+    The other fields come from ``base`` (default: :class:`UCSVParams`' defaults).
+    """
+    base = UCSVParams() if base is None else base
     return base._replace(gamma_eps=jnp.exp(theta[0]), gamma_eta=jnp.exp(theta[1]))
 
 
@@ -278,7 +282,7 @@ def load_inflation():
 # ----- the same model in Chopin's particles (the independent reference) ----------------------
 
 
-def particles_model(params: UCSVParams = UCSVParams()):
+def particles_model(params: UCSVParams | None = None):
     """The UC-SV model as a ``particles.state_space_models.StateSpaceModel`` (NumPy).
 
     An independent implementation for tests and benchmarks: ``particles``'
@@ -301,6 +305,7 @@ def particles_model(params: UCSVParams = UCSVParams()):
     from particles import distributions as dists
     from particles import state_space_models as ssm
 
+    params = UCSVParams() if params is None else params
     g_eps, g_eta = float(params.gamma_eps), float(params.gamma_eta)
     loc = np.array([params.tau0_mean, params.h0_mean, params.h0_mean], dtype=float)
     scale = np.array([params.tau0_sd, params.h0_sd, params.h0_sd], dtype=float)
