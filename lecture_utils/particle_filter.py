@@ -432,6 +432,10 @@ def bootstrap_filter(f: Callable, g: Callable, H, params: Any, y, x0, noise: Fil
         history: keep every period's particles, weights and ancestors (else
             only the last period's: memory independent of T).
 
+    The callbacks (``f``, ``g``, a callable ``H``, ``order``) are static
+    arguments of the compiled filter: define them once (a new lambda per call
+    compiles again).
+
     Returns:
         A :class:`FilterResult`.
 

@@ -80,7 +80,7 @@ def test_rb_and_bootstrap_estimate_the_same_likelihood_rb_with_less_variance(inf
 
 
 def test_bootstrap_agrees_with_particles_library(inflation):
-    particles = pytest.importorskip("particles")
+    import particles
     from particles import state_space_models as ssm
 
     y = np.asarray(inflation[:, 0])
