@@ -332,11 +332,14 @@ def _raise_failure(A, B, C):
     counts = count_roots(np.asarray(A), np.asarray(B), np.asarray(C))
     if counts.verdict == "determinate":
         info = solver_info(A, B, C)
+        why = (f"cyclic reduction stopped at its limit of {MAX_CR_STEPS} steps"
+               if int(info.cr_steps) >= MAX_CR_STEPS
+               else f"after {int(info.cr_steps)} cyclic-reduction steps")
         raise ValueError(
             f"no solution found although the model is determinate ({counts.describe()}): "
             f"relative residual {float(info.residual):.2e}, rho(P) = {float(info.rho_P):.6f}, "
-            f"rho(F) = {float(info.rho_F):.6f} after {int(info.cr_steps)} cyclic-reduction "
-            "steps; a root on or within rounding of the unit circle?")
+            f"rho(F) = {float(info.rho_F):.6f} {why}; a stable and an unstable root within "
+            "rounding of each other or of the unit circle?")
     what = ("indeterminate (more than one stable solution)" if counts.verdict == "indeterminate"
             else "explosive (no stable solution)")
     raise ValueError(f"the model is {what}: {counts.describe()}; determinacy needs "

@@ -14,6 +14,7 @@ import pytest
 import scipy.linalg
 from jax.test_util import check_grads
 
+from lecture_utils import linear_re
 from lecture_utils.gradcheck import (
     assert_trees_close_normwise,
     central_difference,
@@ -394,3 +395,18 @@ def test_solver_info_reports_convergence(rng):
     assert float(info.residual) < RESIDUAL_TOL
     np.testing.assert_allclose(float(info.rho_P), 0.999, atol=1e-8)
     np.testing.assert_allclose(float(info.rho_F), 1 / 1.001, atol=1e-8)
+
+
+def test_unconverged_solver_raises_saying_so(rng, monkeypatch):
+    """The eager error where the roots say determinate but the solver failed: forced by
+    capping cyclic reduction at two steps on the stiff system (it needs 15)."""
+    A, B, C, D, _ = known_system(rng, *CASES["stiff, roots near 1"])
+    monkeypatch.setattr(linear_re, "MAX_CR_STEPS", 2)
+    jax.clear_caches()  # the cap is read when tracing
+    try:
+        with pytest.raises(ValueError, match="determinate .5 stable and 5 unstable.*limit of 2"):
+            solve_linear_re(A, B, C, D)
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
+    assert bool(solve_linear_re(A, B, C, D).ok)
