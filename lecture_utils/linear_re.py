@@ -289,9 +289,11 @@ def solve_linear_re(A, B, C, D) -> LinearRESolution:
 
     Returns:
         ``LinearRESolution(P, Q, ok)``: P (N, N), Q (N, K), ok a bool array.
-        ``ok`` is True when exactly N roots are stable and the solution's
-        relative residual is below ``OK_RESIDUAL``; where it is False (traced
-        calls only) P and Q are zeros with zero derivatives.
+        ``ok`` is True when :math:`\rho(P) < 1` and :math:`\rho(F) < 1`
+        (exactly N stable roots) and the relative residual is below
+        ``OK_RESIDUAL``; where it is False (traced calls only) P and Q are
+        zeros with zero derivatives. :func:`solver_info` gives the step
+        count, residual and both spectral radii.
 
     Raises:
         ValueError: on wrong shapes or dtypes; and, when called eagerly (not
