@@ -227,11 +227,33 @@ def systematic_resample(log_weights, u):
         >>> systematic_resample(w, 0.5).tolist()
         [1, 1, 2]
     """
-    P = log_weights.shape[0]
-    cdf = jnp.cumsum(jnp.exp(log_weights - logsumexp(log_weights)))
+    return _systematic_ancestors(jnp.exp(log_weights - logsumexp(log_weights)), u)
+
+
+def _cumsum(v, block: int = 32):
+    """Cumulative sum of a (P,) float array by blocks: one matrix product sums within
+    blocks of ``block`` entries, and a cumulative sum of the P / ``block`` block totals
+    offsets them. Equal to ``jnp.cumsum`` up to rounding; XLA:CPU runs ``jnp.cumsum``
+    as a tree of reduce-windows, slower and a larger program to compile.
+    """
+    P = v.shape[0]
+    rows = -(-P // block)
+    blocks = jnp.pad(v, (0, rows * block - P)).reshape(rows, block)
+    within = blocks @ jnp.triu(jnp.ones((block, block), v.dtype))
+    totals = within[:, -1]
+    return (within + (jnp.cumsum(totals) - totals)[:, None]).reshape(-1)[:P]
+
+
+def _systematic_ancestors(weights, u):
+    """:func:`systematic_resample` of (P,) normalised weights (not logs).
+
+    The offspring counts are summed in floating point: exact, as integers below 2^53.
+    """
+    P = weights.shape[0]
+    cdf = _cumsum(weights)
     first = jnp.clip(jnp.ceil(P * cdf - u), 0, P).astype(jnp.int32)
     passed = jnp.zeros(P + 1, jnp.int32).at[first].add(1)
-    return jnp.minimum(jnp.cumsum(passed)[:P], P - 1)
+    return jnp.minimum(_cumsum(passed[:P].astype(weights.dtype)).astype(jnp.int32), P - 1)
 
 
 def hilbert_order(low, high, bits: int = 16) -> Callable:
@@ -284,58 +306,74 @@ def hilbert_order(low, high, bits: int = 16) -> Callable:
     return order
 
 
-def _resample(arrays, log_weights, z, gradient, keys):
-    r"""Systematic resampling of the particle arrays (leading axis P) and their weights.
-
-    Returns the resampled arrays, the log weights :math:`\log \hat W^n`
-    (``-log P``, plus the stop-gradient term for ``"fisher"``) and the ancestors.
-    """
+def _ancestors(log_weights, z, keys):
+    """Systematic-resampling ancestors (P,) of (P,) normalised log weights (the filter's,
+    so no log-sum-exp again), the particles sorted by ``keys`` if given."""
     u = ndtr(z)
+    weights = jnp.exp(log_weights)
     if keys is None:
-        a = systematic_resample(log_weights, u)
-    else:
-        perm = jnp.argsort(keys)
-        a = perm[systematic_resample(log_weights[perm], u)]
+        return _systematic_ancestors(weights, u)
+    perm = jnp.argsort(keys)
+    return perm[_systematic_ancestors(weights[perm], u)]
+
+
+def _resampled_log_weights(log_weights, a, gradient):
+    r"""The log weights :math:`\log \hat W^n` after resampling to ancestors ``a``.
+
+    ``-log P``, plus the stop-gradient term of ``"fisher"``.
+    """
     P = log_weights.shape[0]
     log_w_hat = jnp.full((P,), -jnp.log(P), dtype=log_weights.dtype)
     if gradient == "fisher":
         picked = log_weights[a]
         log_w_hat = log_w_hat + (picked - lax.stop_gradient(picked))
-    return jax.tree.map(lambda x: x[a], arrays), log_w_hat, a.astype(int)
+    return log_w_hat
 
 
 def _maybe_resample(arrays, log_weights, z, do, gradient, order):
-    """:func:`_resample` where ``do``, else the arrays and weights as they are (lax.cond)."""
+    """Systematic resampling where ``do``, else the arrays and weights as they are.
+
+    Only the ancestors are chosen under ``lax.cond`` (the identity where not
+    resampled); the arrays are then gathered by them in either case, so the
+    gather fuses into the move that follows instead of the particle arrays
+    being copied into and out of a conditional at every step.
+    """
+    P = log_weights.shape[0]
+
     def resample(operands):
-        arrays, log_weights = operands
-        keys = None if order is None else jax.vmap(order)(arrays[0])
-        return _resample(arrays, log_weights, z, gradient, keys)
+        keys = None if order is None else jax.vmap(order)(operands[0])
+        return _ancestors(operands[1], z, keys).astype(jnp.int32)
 
     def keep(operands):
-        arrays, log_weights = operands
-        return arrays, log_weights, jnp.arange(log_weights.shape[0])
+        return jnp.arange(P, dtype=jnp.int32)
 
-    return lax.cond(do, resample, keep, (arrays, log_weights))
+    a = lax.cond(do, resample, keep, (arrays[0], log_weights))
+    log_w_hat = jnp.where(do, _resampled_log_weights(log_weights, a, gradient), log_weights)
+    return jax.tree.map(lambda x: x[a], arrays), log_w_hat, a.astype(int)
 
 
 def _reweight(log_w_hat, log_g):
-    """Increment (), normalised log weights (P,) and ESS () from log W_hat and log G.
+    r"""Increment (), normalised log weights (P,) and ESS () from log W_hat and log G.
 
     Non-finite log G (NaN, +inf from a broken model) counts as an impossible
     observation; when every particle is impossible the increment is -inf and
-    the weights become uniform, with finite derivatives on both sides.
+    the weights become uniform, with finite derivatives on both sides. One
+    pass of :math:`e^n = \exp(\log w^n - \max_m \log w^m)` gives both the
+    log-sum-exp and the ESS, :math:`(\sum_n e^n)^2 / \sum_n (e^n)^2`.
     """
     P = log_g.shape[0]
     log_w = log_w_hat + log_g
-    bad = ~jnp.isfinite(log_w)
-    all_bad = jnp.all(bad)
-    log_w = jnp.where(bad, -jnp.inf, log_w)
+    log_w = jnp.where(jnp.isfinite(log_w), log_w, -jnp.inf)
+    top = jnp.max(log_w)
+    all_bad = top == -jnp.inf
     log_w = jnp.where(all_bad, 0.0, log_w)
-    lse = logsumexp(log_w)
+    shift = lax.stop_gradient(jnp.where(all_bad, 0.0, top))
+    e = jnp.exp(log_w - shift)  # in [0, 1], the largest 1: no overflow
+    total = jnp.sum(e)
+    lse = shift + jnp.log(total)
     increment = jnp.where(all_bad, -jnp.inf, lse)
-    log_w = log_w - lse
-    ess = jnp.where(all_bad, P, 1.0 / jnp.sum(jnp.exp(2 * log_w)))  # log_w <= 0: no overflow
-    return increment, log_w, ess
+    ess = jnp.where(all_bad, P, total**2 / jnp.sum(e * e))
+    return increment, log_w - lse, ess
 
 
 def _resample_decision(ess, P, t, ess_threshold):
