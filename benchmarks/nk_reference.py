@@ -1,12 +1,13 @@
 """An independent NumPy/scipy pipeline for lecture 5's An-Schorfheide posterior.
 
-Nothing here calls JAX: the model's equations, the priors, the data and the
-change of variables are written again, in NumPy and scipy.stats, from
+Its log posterior calls no JAX: the model's equations, the priors, the data
+and the change of variables are written again, in NumPy and scipy.stats, from
 Herbst and Schorfheide (2015, ch. 2); the rational-expectations solution is
 the generalised Schur (QZ) reference ``solve_linear_re_qz`` and the
-likelihood is the textbook NumPy Kalman filter ``kalman_filter_numpy`` of
-``lecture_utils.kalman.reference``. Agreement with the JAX pipeline of
-``lecture_utils.an_schorfheide`` is evidence, not repetition.
+likelihood statsmodels' exact Kalman filter, checked against the textbook
+NumPy filter ``kalman_filter_numpy`` of ``lecture_utils.kalman.reference``.
+Agreement with the JAX pipeline of ``lecture_utils.an_schorfheide`` is
+evidence, not repetition.
 
 ``main()`` runs the validation of lecture 5 (section "Validation"):
 
@@ -46,7 +47,7 @@ POSITIVE = np.array([0, 2, 3, 4, 5, 10, 11, 12])
 UNIT = np.array([1, 7, 8, 9])
 REAL = np.array([6])
 
-# Priors of Herbst and Schorfheide (2015, table 2.?) / An and Schorfheide (2007):
+# Priors of Herbst and Schorfheide (2015, Table 2.2), after An and Schorfheide (2007):
 # Gamma(mean, sd), Uniform(0, 1), Normal(mean, sd), and for the shock standard
 # deviations the inverse gamma of their appendix, p(s) ~ s^{-nu-1} exp(-nu s2 / (2 s^2)).
 GAMMA_INDEX, GAMMA_MEAN_SD = np.array([0, 2, 3, 4, 5]), np.array(
