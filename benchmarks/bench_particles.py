@@ -317,7 +317,7 @@ def report(result):
     """The Markdown page of a result."""
     rows = result["rows"]
     lines = [
-        "# Bootstrap particle filter on UC-SV: ours against `particles` and a NumPy loop",
+        "# Bootstrap particle filter on UC-SV: ours against particles and a NumPy loop",
         "",
         f"Run {result['date']} on {result['machine']} ({result['processor'] or 'CPU'}), "
         f"{result['cores']} cores shared with other jobs (load average {result['load_average_start']:.1f} "
