@@ -248,7 +248,8 @@ def test_simulation_based_calibration_simulates_the_committed_truths(sbc, sbc_re
 
 
 @pytest.mark.skipif(not os.environ.get("LECTURE_UTILS_SLOW_TESTS"),
-                    reason="NUTS on 4 simulated posteriors: minutes (set LECTURE_UTILS_SLOW_TESTS=1)")
+                    reason="NUTS on 4 simulated posteriors takes minutes "
+                           "(set LECTURE_UTILS_SLOW_TESTS=1)")
 def test_simulation_based_calibration_chunk_zero_reruns(sbc, sbc_result):
     """Chunk 0 re-run reproduces the committed ranks. NUTS trajectories are chaotic: a
     re-run in another process may differ in the last bits and then in some ranks; an
