@@ -22,7 +22,8 @@ import subprocess
 
 PAGE = "appendix/benchmarks"
 RESULTS = "benchmarks/results"
-ORDER = ("kalman", "simulation", "mle", "hmc", "coordinates")
+ORDER = ("kalman", "simulation", "mle", "hmc", "coordinates", "nk", "nk_reference", "sbc_nk",
+         "particles")
 
 
 def _git(srcdir: Path, *args: str) -> str | None:
