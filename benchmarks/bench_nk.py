@@ -58,7 +58,7 @@ from common import RESULTS, ess_and_rhat, markdown_table, write_csv  # noqa: E40
 
 NUM_CHAINS, NUM_WARMUP, NUM_SAMPLES = 4, 300, 300
 TARGET_ACCEPTANCE = 0.8
-NUM_REPEATS = 1
+NUM_REPEATS = 3
 NUM_COMPILE_CHILDREN = 2
 NUM_ITER = 60  # the reader's fixed-point steps
 TARGETS = {"grad_ratio": 3.0, "grad_compile_s": 2.0, "ess_per_second_ratio": 5.0}
