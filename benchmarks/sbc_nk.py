@@ -307,7 +307,7 @@ def markdown(result):
         "data has its smallest eigenvalue below "
         f"{MIN_SINGULARITY_RATIO:g} of its largest (median over all replications "
         f"{np.median(ratios):.2g}; the lecture's data "
-        f"{singularity_ratio(nk.load_data()[1]):.2g}). They are mostly draws with a "
+        f"{result['lecture_data_singularity_ratio']:.2g}). They are mostly draws with a "
         f"small rho_z (median {np.median(rho_z[~kept]):.2f} among those set aside, "
         f"{np.median(rho_z[kept]):.2f} among those kept), where technology shocks barely "
         "move inflation and the rate and one combination of the two is almost "
@@ -363,6 +363,7 @@ def main():
             "seed": SEED, "num_warmup": NUM_WARMUP, "thin": THIN,
             "rank_draws": NUM_RANK_DRAWS, "target_acceptance": TARGET_ACCEPTANCE,
             "min_singularity_ratio": MIN_SINGULARITY_RATIO, "t_obs": T_OBS,
+            "lecture_data_singularity_ratio": singularity_ratio(nk.load_data()[1]),
             "parameters": list(NAMES),
             "machine": f"Machine: {platform.machine()}, {platform.processor() or 'CPU'}, "
                        f"jax {jax.__version__}, 2 cores shared with other jobs",

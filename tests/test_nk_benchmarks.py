@@ -222,6 +222,8 @@ def test_simulation_based_calibration_committed_result(sbc, sbc_result):
         assert ranks.min() >= 0 and ranks.max() <= sbc.NUM_RANK_DRAWS
         np.testing.assert_allclose(sbc.chi_square(ranks), list(result["chi2_pvalues"].values()))
     assert min(sbc_result["no_jacobian_control"]["chi2_pvalues"].values()) < 0.001
+    np.testing.assert_allclose(sbc_result["lecture_data_singularity_ratio"],
+                               sbc.singularity_ratio(nk.load_data()[1]), rtol=1e-10)
 
 
 def test_simulation_based_calibration_ranks_are_uniform(sbc_result):
