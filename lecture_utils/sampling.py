@@ -62,8 +62,8 @@ class NUTSRun(NamedTuple):
 def _check_chain_args(logdensity_fn, position, num_warmup, num_samples):
     """Raise ``ValueError`` naming the argument before anything is traced."""
     check_shape("position", position, (None,))
-    if int(num_warmup) < 0:
-        raise ValueError(f"num_warmup must be >= 0, got {num_warmup}")
+    if int(num_warmup) < 1:  # BlackJAX's window adaptation cannot run zero steps
+        raise ValueError(f"num_warmup must be >= 1, got {num_warmup}")
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     out = jax.eval_shape(logdensity_fn, jax.ShapeDtypeStruct(jnp.shape(position),
@@ -92,7 +92,7 @@ def nuts_chain(logdensity_fn: Callable, key, position, num_warmup: int = 500,
         logdensity_fn: ``theta (d,) -> ()`` unnormalised log density, a pure JAX function.
         key: a ``jax.random`` key; warmup uses ``split(key)[0]``, sampling ``split(key)[1]``.
         position: (d,) starting point.
-        num_warmup, num_samples: warmup (adaptation) steps W and kept draws S.
+        num_warmup, num_samples: warmup (adaptation) steps W >= 1 and kept draws S >= 1.
         dense_mass: adapt a dense inverse mass matrix (else a diagonal one).
         target_acceptance_rate: the step-size adaptation's target.
         initial_inverse_mass_matrix: None, or the adaptation's starting

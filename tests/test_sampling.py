@@ -177,6 +177,7 @@ def test_run_nuts_rejects_wrong_shape():
     (dict(logdensity_fn=lambda x: -0.5 * x**2), r"logdensity_fn .* scalar, got \(5,\)"),
     (dict(num_samples=0), "num_samples"),
     (dict(num_warmup=-1), "num_warmup"),
+    (dict(num_warmup=0), r"num_warmup must be >= 1, got 0"),
     (dict(initial_inverse_mass_matrix=jnp.eye(4)),
      r"initial_inverse_mass_matrix must have shape \(5, 5\), got \(4, 4\)"),
     (dict(initial_inverse_mass_matrix=jnp.eye(5), dense_mass=False),
