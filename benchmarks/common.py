@@ -1,7 +1,11 @@
-"""Helpers shared by the benchmark scripts: summarising NUTS draws, writing results."""
+"""Helpers shared by the benchmark scripts: summarising NUTS draws, testing SBC ranks,
+writing results."""
 
 import csv
 from pathlib import Path
+
+import numpy as np
+import scipy.stats
 
 from lecture_utils.sampling import summary
 
@@ -18,6 +22,15 @@ def ess_and_rhat(draws, names=None, *, transform=None):
     """
     table = summary(draws, names, transform=transform)
     return float(table["ess_bulk"].min()), float(table["r_hat"].max())
+
+
+def rank_uniformity_pvalues(ranks, num_rank_draws: int, num_bins: int) -> list[float]:
+    """Chi-square p-value, per column of ``ranks`` (R, d), of uniformity of ranks
+    0..``num_rank_draws`` in ``num_bins`` equal bins (simulation-based calibration;
+    ``num_rank_draws + 1`` must be a multiple of ``num_bins``)."""
+    per_bin = (num_rank_draws + 1) // num_bins
+    return [float(scipy.stats.chisquare(np.bincount(r // per_bin, minlength=num_bins)).pvalue)
+            for r in np.asarray(ranks).T]
 
 
 def write_csv(stem: str, rows: list[dict]):

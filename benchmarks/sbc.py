@@ -31,13 +31,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lecture_utils  # noqa: E402,F401  (float64)
 from lecture_utils.kalman import kalman_loglik  # noqa: E402
 from lecture_utils.simulation import LSSModel  # noqa: E402
 from lecture_utils.sampling import nuts_chain  # noqa: E402
+
+from common import rank_uniformity_pvalues  # noqa: E402
 
 T_OBS = 50
 NUM_REPLICATIONS = 1000
@@ -122,21 +123,12 @@ def run_chunk(chunk_index, with_jacobian=True):
     return np.asarray(ranks), np.asarray(div)
 
 
-def chi_square(ranks):
-    """p-value per parameter of uniformity of ranks 0..L in NUM_BINS equal bins."""
-    per_bin = (NUM_RANK_DRAWS + 1) // NUM_BINS
-    out = []
-    for j in range(ranks.shape[1]):
-        counts = np.bincount(ranks[:, j] // per_bin, minlength=NUM_BINS)
-        out.append(float(scipy.stats.chisquare(counts).pvalue))
-    return out
-
-
 def calibrate(with_jacobian, num_chunks):
     ranks, div = zip(*(run_chunk(c, with_jacobian) for c in range(num_chunks)))
     ranks, div = np.concatenate(ranks), np.concatenate(div)
+    pvalues = rank_uniformity_pvalues(ranks, NUM_RANK_DRAWS, NUM_BINS)
     return {"ranks": ranks.tolist(), "divergences": int(div.sum()),
-            "chi2_pvalues": dict(zip(NAMES, chi_square(ranks)))}
+            "chi2_pvalues": dict(zip(NAMES, pvalues))}
 
 
 def main():

@@ -63,13 +63,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
-import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lecture_utils  # noqa: E402,F401  (float64, XLA settings)
 from lecture_utils import an_schorfheide as nk  # noqa: E402
 from lecture_utils.sampling import nuts_chain  # noqa: E402
 from lecture_utils.simulation import simulate_lss  # noqa: E402
+
+from common import rank_uniformity_pvalues  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 T_OBS = 80
@@ -217,29 +218,12 @@ def replication(index, with_jacobian=True):
     return out
 
 
-def num_bins(num_replications):
-    """NUM_BINS equal bins of the L + 1 rank values, fewer (5, then 2) when there are too
-    few replications for an expected count of 5 per bin (the chi-square approximation)."""
-    for bins in (NUM_BINS, 5, 2):
-        if num_replications >= 5 * bins:
-            return bins
-    return 2
-
-
-def chi_square(ranks):
-    """p-value per parameter of uniformity of ranks 0..L in ``num_bins`` equal bins."""
-    bins = num_bins(len(ranks))
-    per_bin = (NUM_RANK_DRAWS + 1) // bins
-    return [float(scipy.stats.chisquare(np.bincount(ranks[:, j] // per_bin,
-                                                    minlength=bins)).pvalue)
-            for j in range(ranks.shape[1])]
-
-
 def summarise(replications, seconds, workers):
     """The calibration's result from per-replication dicts (in index order)."""
     kept = [r for r in replications if "ranks" in r]
     ranks = np.array([r["ranks"] for r in kept])
     div = np.array([r["divergences"] for r in kept])
+    pvalues = rank_uniformity_pvalues(ranks, NUM_RANK_DRAWS, NUM_BINS)
     return {"replications": len(replications), "kept": len(kept),
             "kept_index": [r["index"] for r in kept],
             "ranks": ranks.tolist(), "theta_true": [r["theta_true"] for r in replications],
@@ -247,7 +231,7 @@ def summarise(replications, seconds, workers):
             "step_size": [r["step_size"] for r in kept],
             "divergences": int(div.sum()),
             "replications_with_divergences": int(np.sum(div > 0)),
-            "chi2_pvalues": dict(zip(NAMES, chi_square(ranks))),
+            "chi2_pvalues": dict(zip(NAMES, pvalues)),
             "seconds": seconds, "workers": workers}
 
 
@@ -314,7 +298,7 @@ def markdown(result):
         "deterministic; in trial runs on such data NUTS adapted steps below 0.02 and "
         "left the truth at the edge of its draws. The selection uses the data only, "
         "so the kept ranks stay uniform under a correct pipeline (they are uniform given "
-        f"the data). Uniform ranks: chi-square test on {num_bins(correct['kept'])} equal "
+        f"the data). Uniform ranks: chi-square test on {NUM_BINS} equal "
         "bins, per parameter.",
         "",
         *rows,

@@ -35,13 +35,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lecture_utils  # noqa: E402,F401  (float64, XLA settings)
 from lecture_utils import trend_cycle as tc  # noqa: E402
 from lecture_utils.sampling import nuts_chain  # noqa: E402
 from lecture_utils.simulation import simulate_lss  # noqa: E402
+
+from common import rank_uniformity_pvalues  # noqa: E402
 
 T_OBS = 202
 NUM_REPLICATIONS = 120
@@ -91,13 +92,6 @@ def run_chunk(chunk_index):
     return tuple(np.asarray(a) for a in _chunk_fn()(keys))
 
 
-def chi_square(ranks):
-    """p-value per coordinate of uniformity of ranks 0..L in NUM_BINS equal bins."""
-    per_bin = (NUM_RANK_DRAWS + 1) // NUM_BINS
-    return [float(scipy.stats.chisquare(np.bincount(r // per_bin, minlength=NUM_BINS)).pvalue)
-            for r in ranks.T]
-
-
 def main(num_replications=NUM_REPLICATIONS):
     """Run the chunks in turn; after each, write what is done so far (a run
     stopped early leaves a valid result with fewer replications)."""
@@ -112,6 +106,7 @@ def main(num_replications=NUM_REPLICATIONS):
 
 def _write(ranks, div, theta, seconds):
     slope = np.exp(theta[:, 1])
+    pvalues = rank_uniformity_pvalues(ranks, NUM_RANK_DRAWS, NUM_BINS)
     result = {
         "what": "simulation-based calibration of lecture_utils.sampling.nuts_chain on "
                 "lecture 4's trend-cycle posterior (trend_cycle.log_posterior), T=202",
@@ -120,7 +115,7 @@ def _write(ranks, div, theta, seconds):
         "bins": NUM_BINS, "target_acceptance": TARGET_ACCEPTANCE, "parameters": list(NAMES),
         "ranks": ranks.tolist(), "divergences": div.tolist(),
         "true_sigma_slope": slope.tolist(),
-        "chi2_pvalues": dict(zip(NAMES, chi_square(ranks))),
+        "chi2_pvalues": dict(zip(NAMES, pvalues)),
         "replications_sigma_slope_below_0.025": int((slope < 0.025).sum()),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
                    f"jax {jax.__version__}, 2 cores shared with other jobs",

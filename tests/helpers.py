@@ -1,10 +1,15 @@
-"""Random problems for the tests: models, data, gaps, directions.
+"""Random problems for the tests (models, data, gaps, directions), and the benchmark
+scripts as modules.
 
 The references the tests compare against (the NumPy filter, the dense joint
 Gaussian, statsmodels) live in :mod:`lecture_utils.kalman.reference`, and the
 gradient checks in :mod:`lecture_utils.gradcheck`, where the benchmarks and the
 lectures import them too.
 """
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -82,3 +87,19 @@ def accumulated(rtol, T, calibrated_T=10_000):
     the tests run); beyond it independent rounding errors grow like sqrt(T).
     """
     return rtol * max(1.0, float(np.sqrt(T / calibrated_T)))
+
+
+# ----- the benchmark scripts -------------------------------------------------------------
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (its ``main`` not run), with the folder on
+    ``sys.path`` for the scripts' ``from common import ...``."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

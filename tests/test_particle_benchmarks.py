@@ -12,7 +12,6 @@ states: both sizes and all four rows, ratios that are the ratios of its
 times, and the agreement check it says was passed.
 """
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -21,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import load_benchmark
+
 import lecture_utils  # noqa: F401  (float64)
 from lecture_utils import ucsv
 from lecture_utils.kalman import kalman_loglik
@@ -28,16 +29,6 @@ from lecture_utils.simulation import LSSModel
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "particles.json"
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_particles", ROOT / "benchmarks" / "bench_particles.py")
-    module = importlib.util.module_from_spec(spec)
-    import sys
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # for its `from common import ...`
-    spec.loader.exec_module(module)
-    return module
 
 
 LOCAL_LEVEL = ucsv.UCSVParams(gamma_eps=0.0, gamma_eta=0.0, h0_mean=0.3, h0_sd=0.0)
@@ -55,7 +46,7 @@ def _exact_loglik(y):
 def test_baselines_are_unbiased_on_the_local_level_model(baseline):
     """mean of L_hat / L over 20 runs within 4 standard errors of 1 (T = 40)."""
     pytest.importorskip("particles")
-    bench = _load_bench()
+    bench = load_benchmark("bench_particles")
     _, y = ucsv.load_inflation()
     y = y[:40]
     exact = _exact_loglik(y)
